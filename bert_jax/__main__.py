@@ -1,0 +1,3 @@
+from bert_jax import main
+
+main.run()

@@ -1,0 +1,76 @@
+"""Multi-head self-attention over `jax.nn.dot_product_attention`.
+
+Q/K/V kernels are [embed, heads, head_dim] and the output kernel [heads, head_dim,
+embed], so tensor parallelism splits heads without reshapes inside the layer.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def padding_mask(attention_mask: jax.Array) -> jax.Array:
+  """[B, S] with 1 = real token -> boolean [B, 1, 1, S]: every query sees real keys."""
+  return attention_mask.astype(bool)[:, None, None, :]
+
+
+class Projection(nn.Module):
+  """y = einsum(spec, x, kernel) + bias, with explicitly shaped, logically named params.
+
+  (nn.DenseGeneral builds a flat kernel and reshapes it, which breaks logical
+  sharding constraints on the multi-dimensional kernels used here.)
+  """
+  spec: str
+  kernel_shape: tuple[int, ...]
+  kernel_axes: tuple[str, ...]
+  bias_axes: tuple[str, ...]
+  initializer_range: float
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x):
+    init = nn.initializers.truncated_normal(self.initializer_range)
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
+                        self.kernel_shape, self.param_dtype)
+    bias_shape = self.kernel_shape[-len(self.bias_axes):]
+    bias = self.param("bias", nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), self.bias_axes), bias_shape, self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    return jnp.einsum(self.spec, x, kernel) + bias
+
+
+class SelfAttention(nn.Module):
+  num_heads: int
+  dropout: float
+  initializer_range: float
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic: bool):
+    hidden = x.shape[-1]
+    if hidden % self.num_heads:
+      raise ValueError(f"hidden size {hidden} is not divisible by {self.num_heads} heads")
+    head_dim = hidden // self.num_heads
+    proj = lambda spec, shape, k_axes, b_axes, name: Projection(
+        spec, shape, k_axes, b_axes, self.initializer_range, self.dtype,
+        self.param_dtype, name=name)
+
+    q, k, v = (proj("bse,ehd->bshd", (hidden, self.num_heads, head_dim),
+                    ("embed", "heads", "kv"), ("heads", "kv"), name)(x)
+               for name in ("query", "key", "value"))
+    use_dropout = not deterministic and self.dropout > 0
+    if use_dropout:
+      # dot_product_attention has no dropout on the probabilities, so the
+      # training path spells attention out (XLA fuses it the same way).
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+      logits = logits / jnp.sqrt(jnp.float32(head_dim))
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+      probs = jax.nn.softmax(logits, axis=-1)
+      probs = nn.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
+      out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    else:
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    return proj("bshd,hde->bse", (self.num_heads, head_dim, hidden),
+                ("heads", "kv", "embed"), ("embed",), "out")(out)

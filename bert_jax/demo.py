@@ -1,0 +1,47 @@
+"""`bert-jax demo`: pretrain the tiny model on the embedded People's Daily corpus.
+
+Prepares the corpus (SentencePiece + NSP shards), pretrains on CPU for a few minutes
+and prints how MLM and NSP accuracy moved. Re-running continues from the checkpoint.
+"""
+
+import json
+import os
+import time
+
+from bert_jax import pretrain
+from bert_jax.configs import pretrain as pretrain_configs
+
+# About 4 minutes of training on 2 CPU cores (tiny, batch 32, seq 128).
+DEMO_STEPS = 1500
+
+
+def default_config():
+  config = pretrain_configs.get_config("tiny")
+  config.train.num_steps = DEMO_STEPS
+  config.train.log_every = 100
+  config.train.checkpoint_every = 500
+  return config
+
+
+def accuracy_table(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  by_step = {r["step"]: r for r in rows}  # a resumed run may log a step again
+  return [by_step[s] for s in sorted(by_step)]
+
+
+def run(workdir: str, config=None) -> list[dict]:
+  config = config or default_config()
+  start = time.time()
+  pretrain.run(config, workdir)
+  rows = accuracy_table(workdir)
+  print(f"\nbert-jax demo: tiny BERT on People's Daily (1998-01), workdir {workdir}")
+  print(f"{'step':>6} {'loss':>8} {'mlm_acc':>8} {'nsp_acc':>8}")
+  for r in rows:
+    print(f"{r['step']:>6} {r['loss']:>8.3f} {r['mlm_accuracy']:>8.3f} "
+          f"{r['nsp_accuracy']:>8.3f}")
+  first, last = rows[0], rows[-1]
+  print(f"MLM accuracy {first['mlm_accuracy']:.3f} -> {last['mlm_accuracy']:.3f}, "
+        f"NSP accuracy {first['nsp_accuracy']:.3f} -> {last['nsp_accuracy']:.3f} "
+        f"({time.time() - start:.0f} s)")
+  return rows

@@ -1,0 +1,98 @@
+"""`bert-jax SUBCOMMAND --config configs/pretrain.py:SIZE --workdir DIR [--config.K=V]`.
+
+Subcommands: prepare (corpus -> tokenizer + shards), pretrain (train/resume), demo
+(prepare + pretrain tiny on the embedded corpus + accuracy report).
+The work lives in library modules; this file only parses flags and dispatches.
+"""
+
+import logging as std_logging
+import re
+import sys
+
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
+
+from bert_jax.errors import InputError
+
+SUBCOMMANDS = ("prepare", "pretrain", "demo")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file and variant, e.g. configs/pretrain.py:tiny.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where data, checkpoints and logs go.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0 for multi-process runs; set with --num_processes and "
+    "--process_id (TPU VMs and SLURM are detected without it via --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() with auto-detection.")
+
+
+def _init_distributed() -> None:
+  if _COORDINATOR.value is None and not _DISTRIBUTED.value:
+    return
+  if jax.default_backend() == "cpu" or _COORDINATOR.value:
+    # CPU collectives across processes need gloo.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+
+
+def _dispatch(command: str) -> None:
+  # Imported here so `bert-jax --help` stays fast.
+  from bert_jax import demo, prepare, pretrain  # pylint: disable=g-import-not-at-top
+  if command == "demo":
+    demo.run(_WORKDIR.value or "demo_workdir", _CONFIG.value)
+    return
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    raise InputError(f"{command} needs --config and --workdir")
+  {"prepare": prepare.run, "pretrain": pretrain.run}[command](_CONFIG.value, _WORKDIR.value)
+
+
+def main(argv) -> None:
+  if len(argv) != 2 or argv[1] not in SUBCOMMANDS:
+    raise app.UsageError(f"usage: bert-jax {{{','.join(SUBCOMMANDS)}}} [flags]")
+  # Our progress at INFO through the "bert_jax" logger; libraries (Orbax logs every
+  # file it writes) only from WARNING up.
+  logging.set_verbosity(logging.WARNING)
+  handler = std_logging.StreamHandler()
+  handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  ours = std_logging.getLogger("bert_jax")
+  ours.addHandler(handler)
+  ours.setLevel(std_logging.INFO)
+  ours.propagate = False
+  _init_distributed()
+  try:
+    _dispatch(argv[1])
+  except InputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's parser, with a one-line error for a --config.KEY that does not exist."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    msg = str(e).replace("\\", "")
+    key = re.search(r"'([^']+)'", msg)
+    key = key.group(1) if key else msg
+    hint = re.search(r'Did you mean "[^"]+"', msg)
+    where = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a]
+    print(f"error: unknown config key {key!r}" + (f" in {where[0]}" if where else "")
+          + (f" ({hint.group(0)}?)" if hint else ""), file=sys.stderr)
+    sys.exit(2)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

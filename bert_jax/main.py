@@ -34,9 +34,9 @@ _DISTRIBUTED = flags.DEFINE_bool(
 def _init_distributed() -> None:
   if _COORDINATOR.value is None and not _DISTRIBUTED.value:
     return
-  if jax.default_backend() == "cpu" or _COORDINATOR.value:
-    # CPU collectives across processes need gloo.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # CPU collectives across processes need gloo; TPU/GPU backends ignore this. (Asking
+  # jax for the backend here would initialise it too early.)
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 

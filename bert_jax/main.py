@@ -64,6 +64,8 @@ def main(argv) -> None:
   ours.setLevel(std_logging.INFO)
   ours.propagate = False
   _init_distributed()
+  if jax.process_index() != 0:  # one process speaks for the job
+    ours.setLevel(std_logging.WARNING)
   try:
     _dispatch(argv[1])
   except InputError as e:

@@ -78,9 +78,9 @@ class Embeddings(nn.Module):
         embedding_init=_init(cfg, axes), name=name)
     self.word_embeddings = embed(cfg.vocab_size, ("vocab", "embed"), "word_embeddings")
     self.position_embeddings = embed(
-        cfg.max_position_embeddings, (None, "embed"), "position_embeddings")
+        cfg.max_position_embeddings, ("position", "embed"), "position_embeddings")
     self.token_type_embeddings = embed(
-        cfg.type_vocab_size, (None, "embed"), "token_type_embeddings")
+        cfg.type_vocab_size, ("token_type", "embed"), "token_type_embeddings")
     self.layer_norm = _layer_norm(cfg, "layer_norm")
     self.dropout = nn.Dropout(cfg.hidden_dropout)
 
@@ -134,7 +134,7 @@ class BertForPreTraining(nn.Module):
     self.mlm_layer_norm = _layer_norm(cfg, "mlm_layer_norm")
     self.mlm_output_bias = self.param(
         "mlm_output_bias", _zeros(("vocab",)), (cfg.vocab_size,), cfg.param_dtype)
-    self.nsp = _dense(cfg, 2, "embed", None, "nsp")
+    self.nsp = _dense(cfg, 2, "embed", "classes", "nsp")
 
   def encode(self, input_ids, token_type_ids=None, attention_mask=None,
              position_ids=None, deterministic=True):

@@ -4,6 +4,7 @@ Resume order: the latest checkpoint in WORKDIR, else a fresh init. Running the s
 command again continues where the last run stopped.
 """
 
+import json
 import logging
 import os
 import time
@@ -36,12 +37,19 @@ def check_batch(global_batch: int, mesh) -> int:
 def ensure_data(config, workdir: str) -> list[str]:
   """Prepared shard files, running `prepare` on process 0 first if there are none."""
   data_dir = prepare.data_dir(config, workdir)
-  if not tf.io.gfile.exists(os.path.join(data_dir, prepare.STATS_FILE)):
+  stats_file = os.path.join(data_dir, prepare.STATS_FILE)
+  if not tf.io.gfile.exists(stats_file):
     if config.data.prepared_dir:
       raise InputError(f"data.prepared_dir={data_dir} holds no prepared data")
     if jax.process_index() == 0:
       prepare.run(config, workdir)
     multihost_utils.sync_global_devices("bert_jax.prepare")
+  with tf.io.gfile.GFile(stats_file) as f:
+    prepared_len = json.load(f)["max_seq_length"]
+  if prepared_len > config.data.max_seq_length:
+    # Cutting prepared pairs would drop their final [SEP] and part of segment B.
+    raise InputError(f"{data_dir} was prepared for max_seq_length={prepared_len}, longer "
+                     f"than data.max_seq_length={config.data.max_seq_length}")
   return prepare.shard_files(data_dir)
 
 

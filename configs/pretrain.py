@@ -99,6 +99,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # Device mesh shape over axes (data, fsdp, tensor); one -1 takes the remaining devices.
   c.mesh.shape = (-1, 1, 1)
   # Logical axis -> mesh axis rules, in priority order; each mesh axis used once per array.
+  # Names without a rule (kv, position, token_type, embed_out, classes) are replicated.
   c.mesh.rules = (
       ("batch", ("data", "fsdp")),
       ("vocab", "tensor"),

@@ -32,6 +32,7 @@ def test_every_parameter_has_logical_axes():
   for path, leaf in leaves:
     assert isinstance(leaf, nn.Partitioned), jax.tree_util.keystr(path)
     assert len(leaf.names) == leaf.value.ndim, jax.tree_util.keystr(path)
+    assert all(isinstance(n, str) for n in leaf.names), (jax.tree_util.keystr(path), leaf.names)
 
 
 def test_output_shapes_and_masked_positions():

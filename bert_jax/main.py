@@ -6,8 +6,12 @@ The work lives in library modules; this file only parses flags and dispatches.
 """
 
 import logging as std_logging
+import os
 import re
 import sys
+
+# TensorFlow (the input pipeline) announces its CPU build at INFO; keep warnings.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 import jax

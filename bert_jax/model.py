@@ -85,11 +85,18 @@ class Embeddings(nn.Module):
     self.dropout = nn.Dropout(cfg.hidden_dropout)
 
   def __call__(self, input_ids, token_type_ids, position_ids, deterministic):
-    x = (self.word_embeddings(input_ids)
-         + self.position_embeddings(position_ids)
-         + self.token_type_embeddings(token_type_ids))
+    x = (self._lookup(self.word_embeddings, input_ids, "vocab")
+         + self._lookup(self.position_embeddings, position_ids, "position")
+         + self._lookup(self.token_type_embeddings, token_type_ids, "token_type"))
     x = self.layer_norm(x)
     return _constrain(self.dropout(x, deterministic=deterministic))
+
+  def _lookup(self, embed: nn.Embed, ids, rows_axis: str):
+    # FSDP: all-gather the table's fsdp-split embed dim before the lookup. Left to
+    # itself, XLA gathers rows of an embed-split table and then has to fully
+    # rematerialise the result to split it by batch.
+    table = nn.with_logical_constraint(embed.embedding, (rows_axis, None))
+    return jnp.take(table, ids, axis=0).astype(self.cfg.dtype)
 
   def attend(self, x):
     """Logits against the word-embedding table: the tied MLM decoder."""

@@ -37,8 +37,9 @@ def document_examples(docs: list[list[list[int]]], index: int, max_seq_length: i
   """Examples from document `index`; `docs` are lists of tokenized sentences.
 
   Sentences are gathered into a chunk up to the target length, split at a random
-  sentence boundary into A and B; half of the time B is replaced by a random span of
-  another document and the unused sentences go back to be used next.
+  sentence boundary into A and B (a lone sentence is cut in two); half of the time B
+  is replaced by a random span of another document and the unused sentences go back
+  to be used next.
   """
   doc = docs[index]
   max_tokens = max_seq_length - 3
@@ -50,10 +51,18 @@ def document_examples(docs: list[list[list[int]]], index: int, max_seq_length: i
     chunk.append(doc[i])
     length += len(doc[i])
     if i == len(doc) - 1 or length >= target:
+      if len(chunk) == 1 and len(chunk[0]) >= 2:
+        # BERT forces a single-sentence chunk to a random B, which skews labels
+        # (~58 % random on People's Daily). Splitting the sentence keeps them 50/50.
+        cut = rng.randint(1, len(chunk[0]) - 1)
+        chunk = [chunk[0][:cut], chunk[0][cut:]]
+        consumed = 1
+      else:
+        consumed = len(chunk)
       if chunk:
         a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
         a = [t for s in chunk[:a_end] for t in s]
-        if (len(chunk) == 1 or rng.random() < 0.5) and len(docs) > 1:
+        if rng.random() < 0.5 and len(docs) > 1:
           label = 1
           other = rng.randrange(len(docs) - 1)
           other = other + 1 if other >= index else other  # never the same document
@@ -64,7 +73,7 @@ def document_examples(docs: list[list[list[int]]], index: int, max_seq_length: i
             b.extend(s)
             if len(b) >= target - len(a):
               break
-          i -= len(chunk) - a_end  # give the unused sentences back
+          i -= max(consumed - a_end, 0)  # give the unused sentences back
         else:
           label = 0
           b = [t for s in chunk[a_end:] for t in s]

@@ -5,6 +5,7 @@ import logging
 import os
 
 import jax
+import numpy as np
 import tensorflow as tf
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,18 @@ class Writer:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def summarize(window: list[dict], seconds: float, tokens_per_step: int) -> dict:
+  """Means of the per-step metrics of a log window, skipped-step count, throughput.
+
+  tokens_per_sec counts every position of every row, padding included.
+  """
+  out = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+  out["skipped"] = float(sum(m["skipped"] for m in window))
+  out["steps_per_sec"] = len(window) / seconds
+  out["tokens_per_sec"] = out["steps_per_sec"] * tokens_per_step
+  return out
 
 
 def console_line(step: int, num_steps: int, m: dict) -> str:

@@ -12,7 +12,6 @@ import time
 import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
-import numpy as np
 import tensorflow as tf
 
 from bert_jax import (checkpoints, input_pipeline, metrics, model as model_lib,
@@ -68,7 +67,7 @@ def run(config, workdir: str) -> dict:
   seq_len = config.data.max_seq_length
   abstract, shardings = train_step.abstract_state(model, tx, mesh, rules, seq_len)
   log.info("model %s: %d parameters; mesh %s", config.model.size,
-               model_lib.count_params(abstract.params), dict(mesh.shape))
+           model_lib.count_params(abstract.params), dict(mesh.shape))
 
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
   start = mngr.latest_step()
@@ -95,7 +94,7 @@ def run(config, workdir: str) -> dict:
   writer = metrics.Writer(workdir)
   rng = jax.random.key(config.train.seed + 1)
   num_steps = config.train.num_steps
-  pending, last, tick, tick_step = [], {}, time.time(), start
+  pending, last, tick = [], {}, time.time()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     step_fn = train_step.jit_train_step(
         model, tx, shardings, batch_sharding, sharding.replicated(mesh), lr_fn)
@@ -106,15 +105,11 @@ def run(config, workdir: str) -> dict:
       pending.append(step_metrics)
       # The first step of a run is logged too: its metrics are the starting point.
       if step % config.train.log_every == 0 or step in (start + 1, num_steps):
-        fetched = jax.device_get(pending)
-        last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-        last["skipped"] = float(sum(m["skipped"] for m in fetched))
-        elapsed = time.time() - tick
-        last["steps_per_sec"] = (step - tick_step) / elapsed
-        last["tokens_per_sec"] = last["steps_per_sec"] * config.train.global_batch_size * seq_len
+        last = metrics.summarize(jax.device_get(pending), time.time() - tick,
+                                 config.train.global_batch_size * seq_len)
         writer.write(step, last)
         metrics.log(step, num_steps, last)
-        pending, tick, tick_step = [], time.time(), step
+        pending, tick = [], time.time()
       if step % config.train.checkpoint_every == 0 or step == num_steps:
         checkpoints.save(mngr, state)
   mngr.wait_until_finished()

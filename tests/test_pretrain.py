@@ -25,6 +25,7 @@ def _config(tiny_config, num_steps):
   config.train.num_steps = num_steps
   config.train.log_every = 5
   config.train.checkpoint_every = 15
+  config.train.keep_checkpoints = 2
   config.optimizer.warmup_steps = 5
   return config
 
@@ -50,7 +51,7 @@ def test_pretrain_learns_checkpoints_and_resumes(tmp_path, tiny_config):
   pretrain.run(_config(tiny_config, 40), workdir)
   steps = [r["step"] for r in _metrics(workdir)]
   assert steps[len(rows):] == [31, 35, 40]
-  assert "40" in os.listdir(tmp_path / "checkpoints")
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["30", "40"]  # keeps the last 2
 
   model, params = bert_jax.from_pretrained(workdir)
   ids = jnp.array([[2, 10, 11, 12, 3, 13, 14, 3]], jnp.int32)
@@ -85,3 +86,16 @@ def test_bad_input_gets_a_one_line_error(tmp_path, overrides, message):
   errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-2000:]
   assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_prepare_command_on_the_embedded_corpus(tmp_path):
+  result = _cli("prepare", f"--config={REPO}/configs/pretrain.py:tiny",
+                f"--workdir={tmp_path}", "--config.data.max_documents=100",
+                "--config.data.num_shards=2", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  stats = json.loads((tmp_path / "data" / "stats.json").read_text())
+  assert stats["documents"] == 100 and stats["examples"] > 100
+  assert sorted(os.listdir(tmp_path / "data")) == [
+      "shard-00000-of-00002.tfrecord", "shard-00001-of-00002.tfrecord", "stats.json"]
+  assert (tmp_path / "tokenizer" / "spm.model").exists()

@@ -1,8 +1,11 @@
-"""Prepared shards -> per-process tf.data -> masked batches of numpy arrays.
+"""Prepared shards -> reading streams -> masked batches of numpy arrays.
 
-Each process reads only its own shards (`process_shards`) and batches
-`global_batch // process_count` rows; `sharding.to_global` turns them into global
-jax.Arrays.
+The data is read as `num_streams` independent streams; stream g reads shards
+g, g + num_streams, ... and contributes `global_batch / num_streams` rows to every
+global batch, in stream order. Each process runs only its own block of streams, so it
+reads only its own shards, and the global batch (rows, order and masks) is the same
+whatever the process count. `sharding.to_global` joins the processes' rows into
+global jax.Arrays.
 """
 
 import tensorflow as tf
@@ -11,12 +14,27 @@ from bert_jax import masking
 from bert_jax.errors import InputError
 
 
-def process_shards(files: list[str], process_index: int, process_count: int) -> list[str]:
-  """Shards of one process: every process_count-th file, so all are disjoint."""
-  if len(files) < process_count:
-    raise InputError(f"{len(files)} shards cannot feed {process_count} processes; "
-                     f"prepare with data.num_shards >= {process_count}")
-  return files[process_index::process_count]
+def process_streams(num_streams: int, process_index: int, process_count: int) -> range:
+  """The contiguous block of streams (= of global-batch rows) one process reads."""
+  if num_streams % process_count:
+    raise InputError(f"data.num_streams={num_streams} is not a multiple of "
+                     f"{process_count} processes")
+  per_process = num_streams // process_count
+  return range(process_index * per_process, (process_index + 1) * per_process)
+
+
+def stream_shards(files: list[str], stream: int, num_streams: int) -> list[str]:
+  if len(files) < num_streams:
+    raise InputError(f"{len(files)} shards cannot feed data.num_streams={num_streams} "
+                     f"streams; prepare with data.num_shards >= {num_streams}")
+  return files[stream::num_streams]
+
+
+def process_shards(files: list[str], num_streams: int, process_index: int,
+                   process_count: int) -> list[str]:
+  """All shards a process reads; disjoint between processes."""
+  return [f for g in process_streams(num_streams, process_index, process_count)
+          for f in stream_shards(files, g, num_streams)]
 
 
 def _parse(record, seq_len: int):
@@ -37,30 +55,49 @@ def _parse(record, seq_len: int):
   }
 
 
-def make_dataset(files: list[str], *, local_batch: int, seq_len: int, vocab_size: int,
-                 mask_prob: float, max_predictions: int, seed: int,
-                 process_index: int = 0, process_count: int = 1,
-                 shuffle_buffer: int = 10_000, first_index: int = 0) -> tf.data.Dataset:
-  """Endless dataset of masked batches from this process's `files`.
-
-  Example i of process p gets mask seed (seed, i * process_count + p), unique across
-  processes; `first_index` offsets i (and reseeds the shuffle) on resume.
-  """
-  ds = tf.data.Dataset.from_tensor_slices(files)
-  ds = ds.shuffle(len(files), seed=seed + first_index).repeat()
-  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+def _stream(files: list[str], stream: int, num_streams: int, *, batch: int, seq_len: int,
+            vocab_size: int, mask_prob: float, max_predictions: int, seed: int,
+            shuffle_buffer: int, first_batch: int) -> tf.data.Dataset:
+  """Endless masked batches of one stream. Example i of stream g gets the mask seed
+  fold_in((seed, g), i); `first_batch` skips ahead (and reseeds the shuffle) on resume."""
+  # hash() of a tuple of ints is the same in every process and run (no PYTHONHASHSEED).
+  shuffle_seed = hash((seed, stream, first_batch)) % (2**31)
+  ds = tf.data.Dataset.from_tensor_slices(stream_shards(files, stream, num_streams))
+  ds = ds.shuffle(len(files), seed=shuffle_seed).repeat()
+  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=2,
                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.shuffle(shuffle_buffer, seed=seed + first_index)
+  ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed)
   ds = ds.map(lambda r: _parse(r, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.enumerate(start=first_index)
+  ds = ds.enumerate(start=first_batch * batch)
+  stream_seed = tf.constant([seed, stream], tf.int64)
 
   def mask(index, ex):
-    example_seed = tf.stack([tf.cast(seed, tf.int64),
-                             index * process_count + process_index])
-    m = masking.mask_tokens(ex["input_ids"], example_seed, vocab_size=vocab_size,
-                            mask_prob=mask_prob, max_predictions=max_predictions)
-    return {**ex, **m}
+    example_seed = tf.random.experimental.stateless_fold_in(stream_seed, index)
+    return {**ex, **masking.mask_tokens(
+        ex["input_ids"], example_seed, vocab_size=vocab_size, mask_prob=mask_prob,
+        max_predictions=max_predictions)}
 
   ds = ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(local_batch, drop_remainder=True)
+  return ds.batch(batch, drop_remainder=True)
+
+
+def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_len: int,
+                 vocab_size: int, mask_prob: float, max_predictions: int, seed: int,
+                 process_index: int = 0, process_count: int = 1,
+                 shuffle_buffer: int = 2_000, first_batch: int = 0) -> tf.data.Dataset:
+  """This process's rows of every global batch: [global_batch / process_count, ...].
+
+  `first_batch` is the number of global batches already consumed (resume).
+  """
+  if global_batch % num_streams:
+    raise InputError(f"train.global_batch_size={global_batch} is not a multiple of "
+                     f"data.num_streams={num_streams}")
+  streams = [
+      _stream(files, g, num_streams, batch=global_batch // num_streams, seq_len=seq_len,
+              vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
+              seed=seed, shuffle_buffer=shuffle_buffer, first_batch=first_batch)
+      for g in process_streams(num_streams, process_index, process_count)]
+  ds = tf.data.Dataset.zip(tuple(streams))
+  ds = ds.map(lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]},
+              num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -21,8 +21,8 @@ from bert_jax.errors import InputError
 log = logging.getLogger(__name__)
 
 
-def check_batch(global_batch: int, mesh) -> int:
-  """Rows per process; errors on a batch the mesh or the processes cannot split."""
+def check_batch(global_batch: int, mesh) -> None:
+  """Errors on a global batch the mesh or the processes cannot split."""
   dp = sharding.data_parallel_size(mesh)
   if global_batch % dp:
     raise InputError(f"train.global_batch_size={global_batch} is not divisible by the "
@@ -30,7 +30,6 @@ def check_batch(global_batch: int, mesh) -> int:
   if global_batch % jax.process_count():
     raise InputError(f"train.global_batch_size={global_batch} is not divisible by "
                      f"{jax.process_count()} processes")
-  return global_batch // jax.process_count()
 
 
 def ensure_data(config, workdir: str) -> list[str]:
@@ -56,7 +55,7 @@ def run(config, workdir: str) -> dict:
   """Pretrains to config.train.num_steps; returns the last logged metrics."""
   tf.config.set_visible_devices([], "GPU")  # TF is only the input pipeline.
   mesh = sharding.make_mesh(config.mesh.shape)
-  local_batch = check_batch(config.train.global_batch_size, mesh)
+  check_batch(config.train.global_batch_size, mesh)
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
   files = ensure_data(config, workdir)
@@ -82,12 +81,12 @@ def run(config, workdir: str) -> dict:
     state = init(jax.random.key(config.train.seed))
 
   ds = input_pipeline.make_dataset(
-      input_pipeline.process_shards(files, jax.process_index(), jax.process_count()),
-      local_batch=local_batch, seq_len=seq_len, vocab_size=config.model.vocab_size,
-      mask_prob=config.data.mask_prob,
+      files, global_batch=config.train.global_batch_size,
+      num_streams=config.data.num_streams, seq_len=seq_len,
+      vocab_size=config.model.vocab_size, mask_prob=config.data.mask_prob,
       max_predictions=config.data.max_predictions_per_seq, seed=config.train.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      shuffle_buffer=config.data.shuffle_buffer, first_index=start * local_batch)
+      shuffle_buffer=config.data.shuffle_buffer, first_batch=start)
   batches = ds.as_numpy_iterator()
   batch_sharding = sharding.batch_sharding(mesh, rules)
 

@@ -66,14 +66,18 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.max_predictions_per_seq = 20
   # Fraction of (non-special) tokens chosen for MLM.
   c.data.mask_prob = 0.15
-  # Number of TFRecord shards written by `prepare`; at least the number of processes.
+  # Number of TFRecord shards written by `prepare`; at least data.num_streams.
   c.data.num_shards = 8
+  # Reading streams: stream g reads shards g, g + num_streams, ... and supplies
+  # global_batch / num_streams rows of every batch. A multiple of the process count
+  # (each process runs its own block); the batches do not depend on the process count.
+  c.data.num_streams = 8
   # Times each document is turned into examples (different pair splits each time).
   c.data.dupe_factor = 2
   # Probability of a shorter target length, as in BERT (keeps short inputs in-domain).
   c.data.short_seq_prob = 0.1
-  # Shuffle buffer, in examples, per process.
-  c.data.shuffle_buffer = 10_000
+  # Shuffle buffer, in examples, per stream.
+  c.data.shuffle_buffer = 2_000
   # Sentences used to train the SentencePiece model (sampled when the corpus is larger).
   c.data.tokenizer_sentences = 300_000
   # Use only the first N documents of the corpus (0: all). For quick experiments.

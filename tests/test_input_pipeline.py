@@ -5,16 +5,19 @@ import pytest
 from bert_jax import input_pipeline, pairs, prepare, sharding, tokenizer
 from bert_jax.errors import InputError
 
-SEQ, PRED, VOCAB = 32, 5, 500
+SEQ, PRED, VOCAB, STREAMS = 32, 5, 500, 4
 
 
 def test_process_shards_are_disjoint_and_cover():
-  files = [f"shard-{i}" for i in range(7)]
-  parts = [input_pipeline.process_shards(files, p, 2) for p in range(2)]
+  files = [f"shard-{i}" for i in range(8)]
+  parts = [input_pipeline.process_shards(files, STREAMS, p, 2) for p in range(2)]
   assert not set(parts[0]) & set(parts[1])
   assert sorted(parts[0] + parts[1]) == files
+  assert list(input_pipeline.process_streams(8, 1, 4)) == [2, 3]
   with pytest.raises(InputError, match="cannot feed"):
-    input_pipeline.process_shards(files[:1], 0, 2)
+    input_pipeline.stream_shards(files[:3], 0, STREAMS)
+  with pytest.raises(InputError, match="not a multiple of 3 processes"):
+    input_pipeline.process_streams(STREAMS, 0, 3)
 
 
 @pytest.fixture(scope="module")
@@ -36,33 +39,48 @@ def _unmasked_ids(batch):
   return ids
 
 
-def _example_ids(files, process_index, process_count, batches=10):
+def _batches(files, process_index=0, process_count=1, num=10, first_batch=0):
   ds = input_pipeline.make_dataset(
-      input_pipeline.process_shards(files, process_index, process_count),
-      local_batch=8, seq_len=SEQ, vocab_size=VOCAB, mask_prob=0.15,
-      max_predictions=PRED, seed=0, process_index=process_index,
-      process_count=process_count, shuffle_buffer=16)
-  seen = set()
-  for batch in ds.take(batches).as_numpy_iterator():
+      files, global_batch=8, num_streams=STREAMS, seq_len=SEQ, vocab_size=VOCAB,
+      mask_prob=0.15, max_predictions=PRED, seed=0, process_index=process_index,
+      process_count=process_count, shuffle_buffer=16, first_batch=first_batch)
+  return list(ds.take(num).as_numpy_iterator())
+
+
+def test_batch_layout(shards):
+  for batch in _batches(shards, num=3):
     assert batch["input_ids"].shape == (8, SEQ)
     assert batch["masked_positions"].shape == (8, PRED)
     assert batch["next_sentence_label"].shape == (8,)
     np.testing.assert_array_equal(batch["attention_mask"], batch["input_ids"] != 0)
-    seen.update(int(x) for x in _unmasked_ids(batch)[:, 1])
-  return seen
+    assert (batch["input_ids"][:, 0] == tokenizer.CLS_ID).all()
 
 
 def test_two_processes_read_disjoint_examples(shards):
-  seen0 = _example_ids(shards, 0, 2)
-  seen1 = _example_ids(shards, 1, 2)
-  assert seen0 and seen1 and not seen0 & seen1
+  seen = [{int(x) for b in _batches(shards, p, 2) for x in _unmasked_ids(b)[:, 1]}
+          for p in range(2)]
+  assert seen[0] and seen[1] and not seen[0] & seen[1]
+
+
+def test_global_batches_do_not_depend_on_process_count(shards):
+  # Process p's rows are block p of the global batch, masks included.
+  whole = _batches(shards)
+  halves = [_batches(shards, p, 2) for p in range(2)]
+  for step, batch in enumerate(whole):
+    for key, value in batch.items():
+      np.testing.assert_array_equal(
+          value, np.concatenate([halves[0][step][key], halves[1][step][key]]), key)
+
+
+def test_resume_position_changes_the_batches(shards):
+  first = _batches(shards, num=1)[0]
+  resumed = _batches(shards, num=1, first_batch=5)[0]
+  assert not np.array_equal(first["input_ids"], resumed["input_ids"])
 
 
 def test_batches_become_global_arrays(shards):
   mesh = sharding.make_mesh((2, 2, 2))
-  ds = input_pipeline.make_dataset(shards, local_batch=8, seq_len=SEQ, vocab_size=VOCAB,
-                                   mask_prob=0.15, max_predictions=PRED, seed=0)
-  batch = next(ds.as_numpy_iterator())
+  batch = _batches(shards, num=1)[0]
   spec = sharding.batch_sharding(mesh, (("batch", ("data", "fsdp")),))
   arrays = sharding.to_global(batch, spec)
   assert arrays["input_ids"].shape == (8, SEQ)

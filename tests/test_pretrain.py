@@ -21,6 +21,7 @@ def _config(tiny_config, num_steps):
   config.unlock()
   config.data.max_documents = 400
   config.data.num_shards = 4
+  config.data.num_streams = 4
   config.train.global_batch_size = 16
   config.train.num_steps = num_steps
   config.train.log_every = 5

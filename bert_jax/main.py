@@ -1,7 +1,8 @@
 """`bert-jax SUBCOMMAND --config configs/pretrain.py:SIZE --workdir DIR [--config.K=V]`.
 
 Subcommands: prepare (corpus -> tokenizer + shards), pretrain (train/resume), demo
-(prepare + pretrain tiny on the embedded corpus + accuracy report).
+(prepare + pretrain tiny on the embedded corpus + accuracy report), plan (per-device
+memory of the train step for a mesh, compiled on emulated CPU devices).
 The work lives in library modules; this file only parses flags and dispatches.
 """
 
@@ -19,7 +20,7 @@ from ml_collections import config_flags
 
 from bert_jax.errors import InputError
 
-SUBCOMMANDS = ("prepare", "pretrain", "demo")
+SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/pretrain.py:tiny.",
@@ -33,6 +34,10 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the j
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() with auto-detection.")
+_PLAN_DEVICES = flags.DEFINE_integer(
+    "plan_devices", 8, "plan: emulated CPU devices to compile for (the mesh's size).")
+_HBM_GIB = flags.DEFINE_float(
+    "hbm_gib", 0.0, "plan: per-device accelerator memory in GiB; flags a plan over it.")
 
 
 def _init_distributed() -> None:
@@ -46,9 +51,14 @@ def _init_distributed() -> None:
 
 def _dispatch(command: str) -> None:
   # Imported here so `bert-jax --help` stays fast.
-  from bert_jax import demo, prepare, pretrain  # pylint: disable=g-import-not-at-top
+  from bert_jax import demo, plan, prepare, pretrain  # pylint: disable=g-import-not-at-top
   if command == "demo":
     demo.run(_WORKDIR.value or "demo_workdir", _CONFIG.value)
+    return
+  if command == "plan":
+    if _CONFIG.value is None:
+      raise InputError("plan needs --config")
+    plan.run(_CONFIG.value, _HBM_GIB.value)
     return
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise InputError(f"{command} needs --config and --workdir")
@@ -67,6 +77,12 @@ def main(argv) -> None:
   ours.addHandler(handler)
   ours.setLevel(std_logging.INFO)
   ours.propagate = False
+  if argv[1] == "plan":
+    # Compile for the target mesh on emulated CPU devices, whatever this machine has.
+    # Must happen before anything initialises the jax backend.
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={_PLAN_DEVICES.value}")
+    jax.config.update("jax_platforms", "cpu")
   _init_distributed()
   if jax.process_index() != 0:  # one process speaks for the job
     ours.setLevel(std_logging.WARNING)

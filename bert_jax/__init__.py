@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 
 def from_pretrained(path: str, step: int | None = None):
-  """(model, params) from the latest (or given) checkpoint of a pretrain workdir."""
+  """(model, params) from a pretrain workdir or converted Orbax dir (latest or given
+  step), a Hugging Face directory or a Google TF1 checkpoint directory."""
   from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
   return checkpoints.from_pretrained(path, step)

@@ -64,11 +64,23 @@ def read_config(workdir: str) -> dict:
 
 
 def from_pretrained(workdir: str, step: int | None = None):
-  """(model, params) from the latest (or given) checkpoint of a pretrain workdir.
+  """(model, params) from a pretrain workdir / converted Orbax dir (latest or given
+  step), a Hugging Face directory or a Google TF1 checkpoint directory (the last two
+  converted in memory; see bert_jax.convert).
 
-  Params are restored replicated on the first local device; reshard as needed.
+  Params are placed on the first local device; reshard as needed.
   """
-  if not tf.io.gfile.exists(os.path.join(workdir, CONFIG_FILE)):
+  is_workdir = tf.io.gfile.exists(os.path.join(workdir, CONFIG_FILE)) and (
+      "model" in read_config(workdir))
+  if not is_workdir and "://" not in workdir and os.path.isdir(workdir) and (
+      tf.io.gfile.exists(os.path.join(workdir, CONFIG_FILE))
+      or tf.io.gfile.exists(os.path.join(workdir, "bert_config.json"))):
+    from bert_jax import convert  # pylint: disable=g-import-not-at-top
+    loaded = convert.load(workdir)
+    device = jax.local_devices()[0]
+    return (model_lib.BertForPreTraining(loaded.cfg),
+            jax.tree.map(lambda x: jax.device_put(x, device), loaded.params))
+  if not is_workdir:
     raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: not a pretrain workdir")
   cfg = model_lib.BertConfig.from_dict(read_config(workdir)["model"])
   model = model_lib.BertForPreTraining(cfg)

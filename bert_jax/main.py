@@ -2,7 +2,8 @@
 
 Subcommands: prepare (corpus -> tokenizer + shards), pretrain (train/resume), demo
 (prepare + pretrain tiny on the embedded corpus + accuracy report), plan (per-device
-memory of the train step for a mesh, compiled on emulated CPU devices).
+memory of the train step for a mesh, compiled on emulated CPU devices), convert
+(`bert-jax convert --from {hf,tf1,orbax} SRC --to {orbax,hf} DST`).
 The work lives in library modules; this file only parses flags and dispatches.
 """
 
@@ -20,7 +21,7 @@ from ml_collections import config_flags
 
 from bert_jax.errors import InputError
 
-SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan")
+SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan", "convert")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/pretrain.py:tiny.",
@@ -38,6 +39,11 @@ _PLAN_DEVICES = flags.DEFINE_integer(
     "plan_devices", 8, "plan: emulated CPU devices to compile for (the mesh's size).")
 _HBM_GIB = flags.DEFINE_float(
     "hbm_gib", 0.0, "plan: per-device accelerator memory in GiB; flags a plan over it.")
+# `from` is a Python keyword, but absl flag names are plain strings.
+_FROM = flags.DEFINE_enum(
+    "from", None, ["hf", "tf1", "orbax"],
+    "convert: source format (HF dir, Google TF1 checkpoint dir, pretrain/Orbax dir).")
+_TO = flags.DEFINE_enum("to", None, ["orbax", "hf"], "convert: destination format.")
 
 
 def _init_distributed() -> None:
@@ -49,7 +55,13 @@ def _init_distributed() -> None:
   jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
-def _dispatch(command: str) -> None:
+def _dispatch(command: str, args=()) -> None:
+  if command == "convert":
+    from bert_jax import convert  # pylint: disable=g-import-not-at-top
+    if _FROM.value is None or _TO.value is None:
+      raise InputError("convert needs --from {hf,tf1,orbax} and --to {orbax,hf}")
+    convert.convert(args[0], _FROM.value, args[1], _TO.value)
+    return
   # Imported here so `bert-jax --help` stays fast.
   from bert_jax import demo, plan, prepare, pretrain  # pylint: disable=g-import-not-at-top
   if command == "demo":
@@ -66,7 +78,11 @@ def _dispatch(command: str) -> None:
 
 
 def main(argv) -> None:
-  if len(argv) != 2 or argv[1] not in SUBCOMMANDS:
+  if len(argv) >= 2 and argv[1] == "convert":
+    if len(argv) != 4:
+      raise app.UsageError(
+          "usage: bert-jax convert --from {hf,tf1,orbax} SRC --to {orbax,hf} DST")
+  elif len(argv) != 2 or argv[1] not in SUBCOMMANDS:
     raise app.UsageError(f"usage: bert-jax {{{','.join(SUBCOMMANDS)}}} [flags]")
   # Our progress at INFO through the "bert_jax" logger; libraries (Orbax logs every
   # file it writes) only from WARNING up.
@@ -87,7 +103,7 @@ def main(argv) -> None:
   if jax.process_index() != 0:  # one process speaks for the job
     ours.setLevel(std_logging.WARNING)
   try:
-    _dispatch(argv[1])
+    _dispatch(argv[1], argv[2:])
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

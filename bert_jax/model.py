@@ -2,6 +2,12 @@
 
 Every parameter is created through `nn.with_logical_partitioning`, so its sharding is
 decided by the logical->mesh rules in the config, never here.
+
+Memory options (config `remat`, `scan_layers`) change how the encoder stack is run,
+never what it computes. Unscanned, layer i's params are the subtree `layer_i`;
+scanned (`nn.scan` over one layer), they are a single `layers` subtree whose leaves
+have a leading [num_layers] axis (logical axis "layers"). `stack_layers` and
+`unstack_layers` convert params (and checkpoints) between the two layouts.
 """
 
 import dataclasses
@@ -13,6 +19,17 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax import attention
+
+
+# Rematerialisation of each encoder layer in the backward pass: what its forward
+# pass keeps for the gradient (the rest is recomputed).
+REMAT_POLICIES = {
+    "none": None,  # no remat: everything is kept
+    "full": jax.checkpoint_policies.nothing_saveable,  # only the layer input is kept
+    # Outputs of the weight matmuls (dots without batch dims: Q/K/V/out projections,
+    # feed-forward) are kept; attention scores, softmax, GELU, LayerNorm recomputed.
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +47,12 @@ class BertConfig:
   initializer_range: float = 0.02
   dtype: str = "float32"
   param_dtype: str = "float32"
+  remat: str = "none"
+  scan_layers: bool = False
+
+  def __post_init__(self):
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"unknown remat {self.remat!r}; choose one of {list(REMAT_POLICIES)}")
 
   @classmethod
   def from_dict(cls, d) -> "BertConfig":
@@ -135,7 +158,16 @@ class BertForPreTraining(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.embeddings = Embeddings(cfg)
-    self.layers = [EncoderLayer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+    layer = EncoderLayer
+    if cfg.remat != "none":
+      # static_argnums counts self: `deterministic` is a Python bool. CSE prevention
+      # is not needed inside scan (its loop already stops XLA merging the recompute).
+      layer = nn.remat(EncoderLayer, policy=REMAT_POLICIES[cfg.remat],
+                       static_argnums=(3,), prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      self.layers = layer(cfg, name="layers")  # run num_layers times by _run_layers
+    else:
+      self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
     self.pooler = _dense(cfg, cfg.hidden_size, "embed", "embed_out", "pooler")
     self.mlm_transform = _dense(cfg, cfg.hidden_size, "embed", "embed_out", "mlm_transform")
     self.mlm_layer_norm = _layer_norm(cfg, "mlm_layer_norm")
@@ -154,10 +186,25 @@ class BertForPreTraining(nn.Module):
       position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     mask = attention.padding_mask(attention_mask)
-    for layer in self.layers:
-      x = layer(x, mask, deterministic)
+    x = self._run_layers(x, mask, deterministic)
     pooled = jnp.tanh(self.pooler(x[:, 0]))
     return x, pooled
+
+  def _run_layers(self, x, mask, deterministic):
+    """The encoder stack: a Python loop over `layer_i`, or `nn.scan` over `layers`."""
+    if not self.cfg.scan_layers:
+      for layer in self.layers:
+        x = layer(x, mask, deterministic)
+      return x
+
+    def body(layer, carry, mask):
+      return layer(carry, mask, deterministic), None
+
+    scan = nn.scan(
+        body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+        in_axes=nn.broadcast, length=self.cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"})
+    return scan(self.layers, x, mask)[0]
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                position_ids=None, masked_positions=None, deterministic=True):
@@ -175,6 +222,35 @@ class BertForPreTraining(nn.Module):
     nsp_logits = self.nsp(pooled).astype(jnp.float32)
     return {"sequence_output": x, "pooled_output": pooled,
             "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
+
+
+def stack_layers(params, num_layers: int) -> dict:
+  """Unscanned -> scanned params: `layer_0..layer_{n-1}` become one `layers` subtree
+  with a leading [num_layers] axis on every leaf. Other entries are kept as they are.
+  Works on any pytree of arrays (params, or a checkpoint's params restored as arrays).
+  """
+  params = dict(params)
+  if "layers" in params:
+    raise ValueError("params already have a scanned `layers` subtree")
+  names = [f"layer_{i}" for i in range(num_layers)]
+  found = sorted(k for k in params if k.startswith("layer_"))
+  if sorted(names) != found:
+    raise ValueError(f"expected layers layer_0..layer_{num_layers - 1}, found {found}")
+  layers = [params.pop(n) for n in names]
+  params["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+  return params
+
+
+def unstack_layers(params) -> dict:
+  """Scanned -> unscanned params: the inverse of `stack_layers`."""
+  params = dict(params)
+  if "layers" not in params:
+    raise ValueError("params have no scanned `layers` subtree")
+  layers = params.pop("layers")
+  num_layers = jax.tree_util.tree_leaves(layers)[0].shape[0]
+  for i in range(num_layers):
+    params[f"layer_{i}"] = jax.tree.map(lambda x, i=i: x[i], layers)
+  return params
 
 
 def count_params(params: Any) -> int:

@@ -27,6 +27,30 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
+def _stacked(params):
+  """True for leaves under the scanned `layers` subtree: axis 0 indexes layers."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: any(getattr(k, "key", None) == "layers" for k in path), params)
+
+
+def layerwise_trust_ratio() -> optax.GradientTransformation:
+  """optax's trust ratio, taken per layer also when layers are stacked by nn.scan.
+
+  A scanned checkpoint keeps all layers of a kernel in one [L, ...] array; LAMB's
+  ratio ||w|| / ||u|| must still be per layer, so stacked leaves are vmapped over L.
+  """
+  trust = optax.scale_by_trust_ratio()
+
+  def one(u, p):
+    return trust.update(u, trust.init(p), p)[0]
+
+  def update(updates, state, params):
+    return jax.tree.map(lambda u, p, s: jax.vmap(one)(u, p) if s else one(u, p),
+                        updates, params, _stacked(params)), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
 def make(opt_config, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer for `config.optimizer` and its learning-rate schedule."""
   lr = schedule(opt_config.learning_rate, opt_config.warmup_steps, num_steps,
@@ -35,7 +59,7 @@ def make(opt_config, num_steps: int) -> tuple[optax.GradientTransformation, opta
       optax.clip_by_global_norm(opt_config.clip_norm),
       optax.scale_by_adam(b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps),
       optax.add_decayed_weights(opt_config.weight_decay, mask=decay_mask),
-      optax.masked(optax.scale_by_trust_ratio(), decay_mask),
+      optax.masked(layerwise_trust_ratio(), decay_mask),
       optax.scale_by_learning_rate(lr),
   )
   return tx, lr

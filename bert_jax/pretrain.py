@@ -14,8 +14,9 @@ import jax
 from jax.experimental import multihost_utils
 import tensorflow as tf
 
+import bert_jax
 from bert_jax import (checkpoints, input_pipeline, metrics, model as model_lib,
-                      optimizer, prepare, sharding, train_step)
+                      optimizer, prepare, sharding, tokenizer, train_step)
 from bert_jax.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,48 @@ def ensure_data(config, workdir: str) -> list[str]:
   return prepare.shard_files(data_dir)
 
 
+def _check_same_shapes(params, expected, what: str) -> None:
+  """InputError listing every parameter missing, unexpected or of another shape."""
+  got = {jax.tree_util.keystr(k): v.shape
+         for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  want = {jax.tree_util.keystr(k): v.shape
+          for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+  problems = [f"{k}: missing" for k in sorted(want.keys() - got.keys())]
+  problems += [f"{k}: unexpected" for k in sorted(got.keys() - want.keys())]
+  problems += [f"{k}: {got[k]} vs model {want[k]}" for k in sorted(got.keys() & want.keys())
+               if tuple(got[k]) != tuple(want[k])]
+  if problems:
+    raise InputError(f"{what} does not fit the configured model: " + "; ".join(problems))
+
+
+def _adopt_tokenizer(source: str, workdir: str) -> None:
+  """Continued pretraining must tokenize as the source did: copy its SentencePiece
+  model into a workdir that has none yet (prepare then uses it)."""
+  src, dst = (os.path.join(d, tokenizer.MODEL_FILE) for d in (source, workdir))
+  if jax.process_index() == 0 and tf.io.gfile.exists(src) and not tf.io.gfile.exists(dst):
+    tf.io.gfile.makedirs(os.path.dirname(dst))
+    tf.io.gfile.copy(src, dst)
+
+
+def _init_from(path: str, abstract, shardings, tx) -> train_step.TrainState:
+  """Params from anything `from_pretrained` reads, resharded; a fresh optimizer."""
+  if not tf.io.gfile.exists(path):
+    raise InputError(f"init_from={path} does not exist")
+  _, params = bert_jax.from_pretrained(path)
+  # Scanned and unscanned layer layouts convert into each other.
+  if "layers" in abstract.params and "layers" not in params:
+    params = model_lib.stack_layers(params, len(
+        [k for k in params if k.startswith("layer_")]))
+  elif "layers" not in abstract.params and "layers" in params:
+    params = model_lib.unstack_layers(params)
+  _check_same_shapes(params, abstract.params, f"init_from={path}")
+  log.info("initialising params from %s (fresh optimizer state)", path)
+  fresh = jax.jit(lambda p: train_step.TrainState(
+      step=jax.numpy.zeros((), jax.numpy.int32), params=p, opt_state=tx.init(p)),
+                  in_shardings=(shardings.params,), out_shardings=shardings)
+  return fresh(jax.device_put(params, shardings.params))
+
+
 def run(config, workdir: str) -> dict:
   """Pretrains to config.train.num_steps; returns the last logged metrics."""
   tf.config.set_visible_devices([], "GPU")  # TF is only the input pipeline.
@@ -58,6 +101,8 @@ def run(config, workdir: str) -> dict:
   check_batch(config.train.global_batch_size, mesh)
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
+  if config.init_from:
+    _adopt_tokenizer(config.init_from, workdir)
   files = ensure_data(config, workdir)
 
   model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config.model))
@@ -69,11 +114,16 @@ def run(config, workdir: str) -> dict:
            model_lib.count_params(abstract.params), dict(mesh.shape))
 
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
+  # Resume order: this workdir's latest checkpoint, else init_from's params (with a
+  # fresh optimizer), else a fresh init.
   start = mngr.latest_step()
   if start is not None:
     log.info("resuming from step %d in %s", start, workdir)
     state = checkpoints.restore(
         mngr, start, checkpoints.with_shardings(abstract, shardings))
+  elif config.init_from:
+    start = 0
+    state = _init_from(config.init_from, abstract, shardings, tx)
   else:
     start = 0
     init = jax.jit(lambda r: train_step.init_state(model, tx, r, seq_len),

@@ -53,6 +53,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
   # Parameter (and optimizer state) dtype.
   c.model.param_dtype = "float32"
+  # Rematerialise each layer in the backward pass: "none", "full" or "dots_saveable".
+  c.model.remat = "none"
+  # nn.scan over layers: params in one `layers` subtree with a leading layer axis
+  # (model.stack_layers/unstack_layers convert); LAMB's trust ratio stays per layer.
+  c.model.scan_layers = False
 
   c.data = ml_collections.ConfigDict()
   # Input text glob(s), comma separated; one paragraph per line, blank line ends a
@@ -125,6 +130,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500 if small_vocab else 5000
   # Checkpoints kept.
   c.train.keep_checkpoints = 3
+
+  # Start from these params when the workdir has no checkpoint yet (fresh optimizer):
+  # anything bert_jax.from_pretrained reads (pretrain workdir, converted Orbax dir,
+  # Hugging Face or Google TF1 directory). Empty: random init.
+  c.init_from = ""
 
   c.lock()
   return c

@@ -16,6 +16,8 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 from bert_jax import model  # noqa: E402
+# The mapping under test lives in the library (export/import reuse it).
+from bert_jax.convert import to_hf_params  # noqa: E402
 
 TOL = 1e-4
 VOCAB = 211
@@ -32,65 +34,6 @@ SHAPES = [
     (1, 64, 2, 128),
     (3, 48, 4, 100),
 ]
-
-
-def to_hf_params(params, cfg: model.BertConfig):
-  """Maps our (unboxed) parameter tree onto FlaxBertForPreTraining's `params`."""
-  h = cfg.hidden_size
-  emb = params["embeddings"]
-
-  def dense(p):
-    return {"kernel": p["kernel"], "bias": p["bias"]}
-
-  def ln(p):
-    return {"scale": p["scale"], "bias": p["bias"]}
-
-  layers = {}
-  for i in range(cfg.num_layers):
-    lp = params[f"layer_{i}"]
-    att = lp["attention"]
-    # Ours: q/k/v kernel [H, heads, head_dim], bias [heads, head_dim]; HF splits the
-    # H outputs head-major (reshape to (heads, head_dim)), so a plain reshape matches.
-    qkv = {name: {"kernel": att[name]["kernel"].reshape(h, h),
-                  "bias": att[name]["bias"].reshape(h)}
-           for name in ("query", "key", "value")}
-    layers[str(i)] = {
-        "attention": {
-            "self": qkv,
-            "output": {
-                "dense": {"kernel": att["out"]["kernel"].reshape(h, h),
-                          "bias": att["out"]["bias"]},
-                "LayerNorm": ln(lp["attention_layer_norm"]),
-            },
-        },
-        "intermediate": {"dense": dense(lp["intermediate"])},
-        "output": {"dense": dense(lp["output"]),
-                   "LayerNorm": ln(lp["output_layer_norm"])},
-    }
-
-  return {
-      "bert": {
-          "embeddings": {
-              "word_embeddings": {"embedding": emb["word_embeddings"]["embedding"]},
-              "position_embeddings": {"embedding": emb["position_embeddings"]["embedding"]},
-              "token_type_embeddings": {
-                  "embedding": emb["token_type_embeddings"]["embedding"]},
-              "LayerNorm": ln(emb["layer_norm"]),
-          },
-          "encoder": {"layer": layers},
-          "pooler": {"dense": dense(params["pooler"])},
-      },
-      "cls": {
-          # The HF decoder is tied to the word embeddings (tie_word_embeddings=True),
-          # so it has no kernel of its own, only this output bias.
-          "predictions": {
-              "bias": params["mlm_output_bias"],
-              "transform": {"dense": dense(params["mlm_transform"]),
-                            "LayerNorm": ln(params["mlm_layer_norm"])},
-          },
-          "seq_relationship": dense(params["nsp"]),
-      },
-  }
 
 
 def _random_params(m, input_ids, seed):

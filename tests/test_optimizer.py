@@ -73,3 +73,19 @@ def test_gradients_are_clipped_before_adam():
   ours = second_update(1.0, g1)
   np.testing.assert_allclose(ours, second_update(1e9, g1_clipped), rtol=1e-5)
   assert not np.allclose(ours, second_update(1e9, g1), rtol=1e-3)
+
+
+def test_trust_ratio_stays_per_layer_when_layers_are_stacked():
+  # nn.scan keeps layer i of every kernel at index i of one `layers` array; LAMB must
+  # update it exactly as the unscanned layer_i kernel.
+  rng = np.random.default_rng(2)
+  draw = lambda: jnp.asarray(rng.normal(size=(3, 4)), jnp.float32) * rng.uniform(0.1, 3)
+  plain = {f"layer_{i}": {"kernel": draw(), "bias": draw()[0]} for i in range(3)}
+  grads = {k: {"kernel": draw(), "bias": draw()[0]} for k in plain}
+  stack = lambda tree: {"layers": jax.tree.map(lambda *xs: jnp.stack(xs),
+                                               *[tree[f"layer_{i}"] for i in range(3)])}
+  tx, _ = optimizer.make(_opt_config(), num_steps=10)
+  plain_updates, _ = tx.update(grads, tx.init(plain), plain)
+  stacked_updates, _ = tx.update(stack(grads), tx.init(stack(plain)), stack(plain))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               stacked_updates, stack(plain_updates))

@@ -12,6 +12,7 @@ import pytest
 
 import bert_jax
 from bert_jax import pretrain
+from bert_jax.errors import InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,6 +64,25 @@ def test_pretrain_learns_checkpoints_and_resumes(tmp_path, tiny_config):
   _, params_30 = bert_jax.from_pretrained(workdir, step=30)
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), params, params_30)
   assert any(jax.tree_util.tree_leaves(changed))
+
+  # Continued pretraining in a new workdir from these params, fresh optimizer state.
+  warm = _config(tiny_config, 5)
+  warm.init_from = workdir
+  pretrain.run(warm, str(tmp_path / "warm"))
+  assert ((tmp_path / "warm" / "tokenizer" / "spm.model").read_bytes()
+          == (tmp_path / "tokenizer" / "spm.model").read_bytes())
+  first = _metrics(str(tmp_path / "warm"))[0]
+  assert first["step"] == 1 and first["loss"] < rows[0]["loss"] - 0.3
+
+  # A checkpoint of another shape is refused with the mismatching names.
+  other = _config(tiny_config, 5)
+  other.init_from = workdir
+  other.model.intermediate_size = 256
+  with pytest.raises(InputError, match=r"layer_0.*intermediate.*kernel.*\(128, 512\) vs model \(128, 256\)"):
+    pretrain.run(other, str(tmp_path / "other"))
+  other.init_from = str(tmp_path / "nothing-here")
+  with pytest.raises(InputError, match="does not exist"):
+    pretrain.run(other, str(tmp_path / "other"))
 
 
 def _cli(*args, cwd):

@@ -66,19 +66,31 @@ def _check_same_shapes(params, expected, what: str) -> None:
     raise InputError(f"{what} does not fit the configured model: " + "; ".join(problems))
 
 
-def _adopt_tokenizer(source: str, workdir: str) -> None:
+def _adopt_tokenizer(config, workdir: str) -> None:
   """Continued pretraining must tokenize as the source did: copy its SentencePiece
-  model into a workdir that has none yet (prepare then uses it)."""
+  model into a workdir that has none yet (prepare then uses it). A source without
+  one (a converted Google/HF checkpoint has a WordPiece vocab.txt) is refused unless
+  the data is already prepared: a newly trained tokenizer would not match its
+  embeddings."""
+  source = config.init_from
+  if not tf.io.gfile.exists(source):
+    raise InputError(f"init_from={source} does not exist")
   src, dst = (os.path.join(d, tokenizer.MODEL_FILE) for d in (source, workdir))
-  if jax.process_index() == 0 and tf.io.gfile.exists(src) and not tf.io.gfile.exists(dst):
+  if tf.io.gfile.exists(dst) or config.data.prepared_dir:
+    return
+  if not tf.io.gfile.exists(src):
+    raise InputError(
+        f"init_from={source} has no {tokenizer.MODEL_FILE}, and preparing data with "
+        f"its vocabulary (WordPiece) is not supported yet; a new SentencePiece model "
+        f"would not match its embeddings. Put the matching model at {dst} or set "
+        f"data.prepared_dir to data tokenized with its vocabulary")
+  if jax.process_index() == 0:
     tf.io.gfile.makedirs(os.path.dirname(dst))
     tf.io.gfile.copy(src, dst)
 
 
 def _init_from(path: str, abstract, shardings, tx) -> train_step.TrainState:
   """Params from anything `from_pretrained` reads, resharded; a fresh optimizer."""
-  if not tf.io.gfile.exists(path):
-    raise InputError(f"init_from={path} does not exist")
   _, params = bert_jax.from_pretrained(path)
   # Scanned and unscanned layer layouts convert into each other.
   if "layers" in abstract.params and "layers" not in params:
@@ -102,7 +114,7 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
   if config.init_from:
-    _adopt_tokenizer(config.init_from, workdir)
+    _adopt_tokenizer(config, workdir)
   files = ensure_data(config, workdir)
 
   model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config.model))

@@ -82,7 +82,13 @@ def test_pretrain_learns_checkpoints_and_resumes(tmp_path, tiny_config):
     pretrain.run(other, str(tmp_path / "other"))
   other.init_from = str(tmp_path / "nothing-here")
   with pytest.raises(InputError, match="does not exist"):
-    pretrain.run(other, str(tmp_path / "other"))
+    pretrain.run(other, str(tmp_path / "other2"))
+  # A source without a SentencePiece model (e.g. a converted Google checkpoint with a
+  # WordPiece vocab.txt) would get a mismatching new tokenizer: refused.
+  (tmp_path / "wordpiece-source").mkdir()
+  other.init_from = str(tmp_path / "wordpiece-source")
+  with pytest.raises(InputError, match="has no tokenizer/spm.model"):
+    pretrain.run(other, str(tmp_path / "other3"))
 
 
 def _cli(*args, cwd):

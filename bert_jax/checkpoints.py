@@ -9,7 +9,6 @@ any mesh.
 import json
 import os
 
-import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 import tensorflow as tf
@@ -70,8 +69,9 @@ def from_pretrained(workdir: str, step: int | None = None):
 
   Params are placed on the first local device; reshard as needed.
   """
-  is_workdir = tf.io.gfile.exists(os.path.join(workdir, CONFIG_FILE)) and (
-      "model" in read_config(workdir))
+  config = (read_config(workdir)
+            if tf.io.gfile.exists(os.path.join(workdir, CONFIG_FILE)) else {})
+  is_workdir = "model" in config
   if not is_workdir and "://" not in workdir and os.path.isdir(workdir) and (
       tf.io.gfile.exists(os.path.join(workdir, CONFIG_FILE))
       or tf.io.gfile.exists(os.path.join(workdir, "bert_config.json"))):
@@ -82,18 +82,15 @@ def from_pretrained(workdir: str, step: int | None = None):
             jax.tree.map(lambda x: jax.device_put(x, device), loaded.params))
   if not is_workdir:
     raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: not a pretrain workdir")
-  cfg = model_lib.BertConfig.from_dict(read_config(workdir)["model"])
-  model = model_lib.BertForPreTraining(cfg)
+  model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config["model"]))
   mngr = manager(workdir, async_save=False)
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  ids = jax.ShapeDtypeStruct((1, 8), jax.numpy.int32)
-  abstract = jax.eval_shape(model.init, jax.random.key(0), ids)["params"]
   abstract = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-      nn.meta.unbox(abstract))
+      model_lib.abstract_params(model))
   params = mngr.restore(step, args=ocp.args.Composite(
       params=ocp.args.StandardRestore(abstract)))["params"]
   mngr.close()

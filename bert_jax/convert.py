@@ -166,9 +166,7 @@ _PT_LEAF = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias"
 def _plain(cfg: model_lib.BertConfig) -> model_lib.BertConfig:
   """The config with per-layer params (`layer_i`, no scan) and no remat: the layout
   every conversion works in. Scanned params are unstacked first (`_unscanned`)."""
-  names = {f.name for f in dataclasses.fields(cfg)}
-  changes = {k: v for k, v in (("scan_layers", False), ("remat", "none")) if k in names}
-  return dataclasses.replace(cfg, **changes)
+  return dataclasses.replace(cfg, scan_layers=False, remat="none")
 
 
 def _unscanned(params):
@@ -178,19 +176,13 @@ def _unscanned(params):
   return params
 
 
-def _abstract_params(cfg: model_lib.BertConfig):
-  m = model_lib.BertForPreTraining(_plain(cfg))
-  ids = jax.ShapeDtypeStruct((1, 8), np.int32)
-  return nn.meta.unbox(jax.eval_shape(m.init, jax.random.key(0), ids)["params"])
-
-
 def pt_table(cfg: model_lib.BertConfig):
   """{PyTorch name: (HF Flax path, PyTorch shape, transposed)} for BertForPreTraining.
 
   HF's naming rule: Flax `kernel` is PyTorch `weight` transposed; `embedding` and
   LayerNorm `scale` are `weight`; `bias` is `bias`.
   """
-  hf_shapes = jax.eval_shape(lambda p: to_hf_params(p, cfg), _abstract_params(cfg))
+  hf_shapes = jax.eval_shape(lambda p: to_hf_params(p, cfg), model_lib.abstract_params(model_lib.BertForPreTraining(_plain(cfg))))
   table = {}
   for path, x in flax.traverse_util.flatten_dict(hf_shapes).items():
     name = ".".join(path[:-1] + (_PT_LEAF[path[-1]],))

@@ -62,8 +62,9 @@ def _stream(files: list[str], stream: int, num_streams: int, *, batch: int, seq_
   fold_in((seed, g), i); `first_batch` skips ahead (and reseeds the shuffle) on resume."""
   # hash() of a tuple of ints is the same in every process and run (no PYTHONHASHSEED).
   shuffle_seed = hash((seed, stream, first_batch)) % (2**31)
-  ds = tf.data.Dataset.from_tensor_slices(stream_shards(files, stream, num_streams))
-  ds = ds.shuffle(len(files), seed=shuffle_seed).repeat()
+  shards = stream_shards(files, stream, num_streams)
+  ds = tf.data.Dataset.from_tensor_slices(shards)
+  ds = ds.shuffle(len(shards), seed=shuffle_seed).repeat()
   ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=2,
                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed)

@@ -253,5 +253,15 @@ def unstack_layers(params) -> dict:
   return params
 
 
+def abstract_params(model: nn.Module, seq_len: int = 8, boxed: bool = False):
+  """The params' shapes and dtypes, via eval_shape of init (nothing is computed).
+
+  `boxed` keeps the nn.Partitioned boxes carrying the logical axis names.
+  """
+  ids = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
+  params = jax.eval_shape(model.init, jax.random.key(0), ids)["params"]
+  return params if boxed else nn.meta.unbox(params)
+
+
 def count_params(params: Any) -> int:
   return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params))

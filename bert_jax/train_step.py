@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bert_jax import sharding
+from bert_jax import model as model_lib, sharding
 
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_positions",
               "masked_ids", "masked_weights", "next_sentence_label")
@@ -97,8 +97,7 @@ def abstract_state(model, tx, mesh, rules, seq_len: int):
   Param shardings come from the logical axes of the boxed params; optimizer-state
   leaves shaped like params inherit them, the rest (counts, ...) are replicated.
   """
-  ids = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
-  boxed = jax.eval_shape(model.init, jax.random.key(0), ids)["params"]
+  boxed = model_lib.abstract_params(model, seq_len, boxed=True)
   param_sh = sharding.logical_shardings(boxed, mesh, rules)
   abstract = jax.eval_shape(
       lambda: init_state(model, tx, jax.random.key(0), seq_len))

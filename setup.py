@@ -22,6 +22,9 @@ setuptools.setup(
         "tensorflow>=2.17; platform_machine!='x86_64'",
         "tensorflow-datasets>=4.9",
         "sentencepiece>=0.2",
+        # BERT's WordPiece for imported Google/HF vocabularies (HF's Rust tokenizers;
+        # tensorflow-text's would need the full tensorflow wheel, not tensorflow-cpu).
+        "tokenizers>=0.19",
         "ml-collections>=0.1.1",
         "absl-py>=2.0",
         "tensorboard",  # tf.summary writes events through it (not in tensorflow-cpu)

@@ -1,13 +1,15 @@
 """bert_jax: BERT pretraining and fine-tuning in JAX/Flax.
 
-    model, params = bert_jax.from_pretrained(workdir)
+    model, params, tokenizer = bert_jax.from_pretrained(workdir)
 """
 
 __version__ = "0.1.0"
 
 
 def from_pretrained(path: str, step: int | None = None):
-  """(model, params) from a pretrain workdir or converted Orbax dir (latest or given
-  step), a Hugging Face directory or a Google TF1 checkpoint directory."""
+  """(model, params, tokenizer) from a pretrain workdir or converted Orbax dir (latest
+  or given step), a Hugging Face directory or a Google TF1 checkpoint directory. The
+  tokenizer (SentencePiece or WordPiece, see bert_jax.tokenizer) is None when the
+  directory holds none."""
   from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
   return checkpoints.from_pretrained(path, step)

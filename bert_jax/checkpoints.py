@@ -8,12 +8,13 @@ any mesh.
 
 import json
 import os
+from typing import NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
-from bert_jax import model as model_lib
+from bert_jax import model as model_lib, tokenizer as tokenizer_lib
 
 CONFIG_FILE = "config.json"
 
@@ -62,26 +63,37 @@ def read_config(workdir: str) -> dict:
     return json.load(f)
 
 
-def from_pretrained(workdir: str, step: int | None = None):
-  """(model, params) from a pretrain workdir / converted Orbax dir (latest or given
-  step), a Hugging Face directory or a Google TF1 checkpoint directory (the last two
-  converted in memory; see bert_jax.convert).
+class Pretrained(NamedTuple):
+  model: model_lib.BertForPreTraining
+  params: dict
+  tokenizer: tokenizer_lib.Tokenizer | None  # None when the directory has none
+
+
+def from_pretrained(workdir: str, step: int | None = None) -> Pretrained:
+  """(model, params, tokenizer) from a pretrain workdir / converted Orbax dir (latest
+  or given step), a Hugging Face directory or a Google TF1 checkpoint directory (the
+  last two converted in memory; see bert_jax.convert).
 
   Params are placed on the first local device; reshard as needed.
   """
   config = (read_config(workdir)
             if tf.io.gfile.exists(os.path.join(workdir, CONFIG_FILE)) else {})
-  is_workdir = "model" in config
-  if not is_workdir and "://" not in workdir and os.path.isdir(workdir) and (
-      tf.io.gfile.exists(os.path.join(workdir, CONFIG_FILE))
-      or tf.io.gfile.exists(os.path.join(workdir, "bert_config.json"))):
+  if "model" in config:
+    model, params = restore_params(workdir, config, step)
+  elif "://" not in workdir and os.path.isdir(workdir) and (
+      config or tf.io.gfile.exists(os.path.join(workdir, "bert_config.json"))):
     from bert_jax import convert  # pylint: disable=g-import-not-at-top
     loaded = convert.load(workdir)
     device = jax.local_devices()[0]
-    return (model_lib.BertForPreTraining(loaded.cfg),
-            jax.tree.map(lambda x: jax.device_put(x, device), loaded.params))
-  if not is_workdir:
+    model = model_lib.BertForPreTraining(loaded.cfg)
+    params = jax.tree.map(lambda x: jax.device_put(x, device), loaded.params)
+  else:
     raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: not a pretrain workdir")
+  return Pretrained(model, params, tokenizer_lib.from_dir(workdir))
+
+
+def restore_params(workdir: str, config: dict, step: int | None = None):
+  """(model, params) of a pretrain workdir's checkpoint, on the first local device."""
   model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config["model"]))
   mngr = manager(workdir, async_save=False)
   step = mngr.latest_step() if step is None else step

@@ -455,7 +455,7 @@ def read_orbax(path: str) -> Loaded:
   from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(os.path.join(path, checkpoints.CONFIG_FILE)):
     raise InputError(f"{path} has no {checkpoints.CONFIG_FILE}: not a pretrain workdir")
-  m, params = checkpoints.from_pretrained(path)
+  m, params = checkpoints.restore_params(path, checkpoints.read_config(path))
   files = _tokenizer_files(os.path.join(path, "tokenizer"))
   return Loaded(_plain(m.cfg), _unscanned(params), files, [])
 

@@ -8,9 +8,12 @@ whatever the process count. `sharding.to_global` joins the processes' rows into
 global jax.Arrays.
 """
 
+import collections
+from typing import Iterator
+
 import tensorflow as tf
 
-from bert_jax import masking
+from bert_jax import masking, sharding, tokenizer
 from bert_jax.errors import InputError
 
 
@@ -57,7 +60,8 @@ def _parse(record, seq_len: int):
 
 def _stream(files: list[str], stream: int, num_streams: int, *, batch: int, seq_len: int,
             vocab_size: int, mask_prob: float, max_predictions: int, seed: int,
-            shuffle_buffer: int, first_batch: int) -> tf.data.Dataset:
+            shuffle_buffer: int, first_batch: int,
+            special: tokenizer.SpecialIds) -> tf.data.Dataset:
   """Endless masked batches of one stream. Example i of stream g gets the mask seed
   fold_in((seed, g), i); `first_batch` skips ahead (and reseeds the shuffle) on resume."""
   # hash() of a tuple of ints is the same in every process and run (no PYTHONHASHSEED).
@@ -76,7 +80,7 @@ def _stream(files: list[str], stream: int, num_streams: int, *, batch: int, seq_
     example_seed = tf.random.experimental.stateless_fold_in(stream_seed, index)
     return {**ex, **masking.mask_tokens(
         ex["input_ids"], example_seed, vocab_size=vocab_size, mask_prob=mask_prob,
-        max_predictions=max_predictions)}
+        max_predictions=max_predictions, special=special)}
 
   ds = ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(batch, drop_remainder=True)
@@ -85,10 +89,14 @@ def _stream(files: list[str], stream: int, num_streams: int, *, batch: int, seq_
 def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_len: int,
                  vocab_size: int, mask_prob: float, max_predictions: int, seed: int,
                  process_index: int = 0, process_count: int = 1,
-                 shuffle_buffer: int = 2_000, first_batch: int = 0) -> tf.data.Dataset:
+                 shuffle_buffer: int = 2_000, first_batch: int = 0,
+                 special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS
+                 ) -> tf.data.Dataset:
   """This process's rows of every global batch: [global_batch / process_count, ...].
 
-  `first_batch` is the number of global batches already consumed (resume).
+  `first_batch` is the number of global batches already consumed (resume); `special`
+  the special ids of the vocabulary the shards were tokenized with ([PAD] must be 0:
+  rows are zero-padded).
   """
   if global_batch % num_streams:
     raise InputError(f"train.global_batch_size={global_batch} is not a multiple of "
@@ -96,9 +104,21 @@ def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_l
   streams = [
       _stream(files, g, num_streams, batch=global_batch // num_streams, seq_len=seq_len,
               vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
-              seed=seed, shuffle_buffer=shuffle_buffer, first_batch=first_batch)
+              seed=seed, shuffle_buffer=shuffle_buffer, first_batch=first_batch,
+              special=special)
       for g in process_streams(num_streams, process_index, process_count)]
   ds = tf.data.Dataset.zip(tuple(streams))
   ds = ds.map(lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]},
               num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def prefetch_to_device(batches: Iterator[dict], batch_sharding, size: int = 2):
+  """Global arrays of the next `size` batches, already on their devices: the
+  host-to-device copies of the next batches overlap the running step."""
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(sharding.to_global(batch, batch_sharding))
+    if len(queue) > size:
+      yield queue.popleft()
+  yield from queue

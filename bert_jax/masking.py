@@ -10,20 +10,23 @@ from bert_jax import tokenizer
 
 
 def mask_tokens(input_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int,
-                mask_prob: float, max_predictions: int) -> dict[str, tf.Tensor]:
+                mask_prob: float, max_predictions: int,
+                special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS
+                ) -> dict[str, tf.Tensor]:
   """Masks one padded example.
 
   Args:
-    input_ids: int32 [S], padded with [PAD]=0.
+    input_ids: int32 [S], padded with [PAD].
     seed: int32/int64 [2], a stateless-random seed.
+    special: the vocabulary's special ids ([PAD], [CLS], [SEP] are never chosen).
   Returns:
     input_ids [S] with chosen tokens replaced 80 % [MASK], 10 % a random normal
     token, 10 % unchanged; masked_positions, masked_ids, masked_weights [P]
     (P = max_predictions, zero-padded, weight 1.0 for real predictions).
   """
   seq_len = input_ids.shape[0]
-  candidate = ((input_ids != tokenizer.PAD_ID) & (input_ids != tokenizer.CLS_ID)
-               & (input_ids != tokenizer.SEP_ID))
+  candidate = ((input_ids != special.pad) & (input_ids != special.cls)
+               & (input_ids != special.sep))
   num_candidates = tf.reduce_sum(tf.cast(candidate, tf.float32))
   num_predict = tf.cast(tf.round(num_candidates * mask_prob), tf.int32)
   num_predict = tf.minimum(max_predictions, tf.maximum(num_predict, 1))
@@ -44,9 +47,9 @@ def mask_tokens(input_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int,
   original = tf.gather(input_ids, positions)
   kind = tf.random.stateless_uniform(tf.shape(positions), kind_seed)
   random_tokens = tf.random.stateless_uniform(
-      tf.shape(positions), token_seed, minval=tokenizer.NUM_SPECIAL, maxval=vocab_size,
+      tf.shape(positions), token_seed, minval=special.first_normal, maxval=vocab_size,
       dtype=input_ids.dtype)
-  replacement = tf.where(kind < 0.8, tf.constant(tokenizer.MASK_ID, input_ids.dtype),
+  replacement = tf.where(kind < 0.8, tf.constant(special.mask, input_ids.dtype),
                          tf.where(kind < 0.9, random_tokens, original))
   masked = tf.tensor_scatter_nd_update(
       input_ids, tf.boolean_mask(positions, valid)[:, None],

@@ -26,14 +26,17 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Rand
       longer.pop()
 
 
-def _pack(a: list[int], b: list[int], label: int) -> Example:
-  ids = [tokenizer.CLS_ID] + a + [tokenizer.SEP_ID] + b + [tokenizer.SEP_ID]
+def _pack(a: list[int], b: list[int], label: int,
+          special: tokenizer.SpecialIds) -> Example:
+  ids = [special.cls] + a + [special.sep] + b + [special.sep]
   seg = [0] * (len(a) + 2) + [1] * (len(b) + 1)
   return Example(ids, seg, label)
 
 
 def document_examples(docs: list[list[list[int]]], index: int, max_seq_length: int,
-                      short_seq_prob: float, rng: random.Random) -> list[Example]:
+                      short_seq_prob: float, rng: random.Random,
+                      special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS
+                      ) -> list[Example]:
   """Examples from document `index`; `docs` are lists of tokenized sentences.
 
   Sentences are gathered into a chunk up to the target length, split at a random
@@ -79,14 +82,16 @@ def document_examples(docs: list[list[list[int]]], index: int, max_seq_length: i
           b = [t for s in chunk[a_end:] for t in s]
         if a and b:
           _truncate_pair(a, b, max_tokens, rng)
-          examples.append(_pack(a, b, label))
+          examples.append(_pack(a, b, label, special))
       chunk, length = [], 0
     i += 1
   return examples
 
 
 def create_examples(docs: list[list[list[int]]], max_seq_length: int,
-                    short_seq_prob: float, dupe_factor: int, seed: int) -> list[Example]:
+                    short_seq_prob: float, dupe_factor: int, seed: int,
+                    special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS
+                    ) -> list[Example]:
   """All examples of all documents, `dupe_factor` passes, shuffled."""
   rng = random.Random(seed)
   docs = [[s for s in d if s] for d in docs]
@@ -94,6 +99,7 @@ def create_examples(docs: list[list[list[int]]], max_seq_length: int,
   examples = []
   for _ in range(dupe_factor):
     for index in range(len(docs)):
-      examples.extend(document_examples(docs, index, max_seq_length, short_seq_prob, rng))
+      examples.extend(document_examples(docs, index, max_seq_length, short_seq_prob, rng,
+                                          special))
   rng.shuffle(examples)
   return examples

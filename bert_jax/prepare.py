@@ -7,6 +7,7 @@ Output, under DATA_DIR (WORKDIR/data unless data.prepared_dir is set):
 Masking happens later, in the input pipeline, so every epoch sees new masks.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -53,18 +54,20 @@ def run(config, workdir: str) -> dict:
   start = time.time()
   out_dir = data_dir(config, workdir)
   docs = corpus.documents(config.data.input, config.data.max_documents)
-  sp = tokenizer.get_or_train(
+  tok = tokenizer.get_or_train(
       workdir, lambda: (s for d in docs for s in d), config.model.vocab_size,
       config.data.tokenizer_sentences, config.train.seed)
+  if tok.pad_id != 0:
+    raise ValueError(f"the tokenizer's [PAD] has id {tok.pad_id}; rows are padded with 0")
   sentences = [s for d in docs for s in d]
-  flat = sp.encode(sentences, out_type=int, num_threads=os.cpu_count() or 1)
+  flat = tok.encode_batch(sentences)
   tokenized, k = [], 0
   for d in docs:
     tokenized.append(flat[k:k + len(d)])
     k += len(d)
   examples = pairs.create_examples(
       tokenized, config.data.max_seq_length, config.data.short_seq_prob,
-      config.data.dupe_factor, config.train.seed)
+      config.data.dupe_factor, config.train.seed, tok.special)
   if len(examples) < config.data.num_shards:
     raise ValueError(f"only {len(examples)} examples for {config.data.num_shards} shards")
   write_shards(examples, out_dir, config.data.num_shards)
@@ -75,14 +78,16 @@ def run(config, workdir: str) -> dict:
       "documents": len(docs),
       "sentences": len(sentences),
       "tokens": num_tokens,
-      "unk_rate": sum(s.count(tokenizer.UNK_ID) for s in flat) / max(num_tokens, 1),
+      "unk_rate": sum(s.count(tok.unk_id) for s in flat) / max(num_tokens, 1),
       "examples": len(examples),
       "next_sentence_random_fraction":
           float(np.mean([e.next_sentence_label for e in examples])),
       "max_seq_length": config.data.max_seq_length,
       "padding_fraction": float(1 - real.sum() / (len(real) * config.data.max_seq_length)),
       "num_shards": config.data.num_shards,
-      "vocab_size": sp.get_piece_size(),
+      "vocab_size": tok.vocab_size,
+      # What masking needs to know of the vocabulary the shards were tokenized with.
+      "special_ids": dataclasses.asdict(tok.special),
       "seconds": round(time.time() - start, 1),
   }
   with tf.io.gfile.GFile(os.path.join(out_dir, STATS_FILE), "w") as f:

@@ -146,11 +146,11 @@ def test_hf_import_matches_reference(tmp_path, layers, hidden, heads, inter):
     assert loaded.missing_heads == []
     assert sorted(os.listdir(tmp_path / "out" / "tokenizer")) == ["vocab.txt"]
     assert checkpoints.read_config(str(tmp_path / "out"))["model"]["num_heads"] == heads
-    m, params = bert_jax.from_pretrained(str(tmp_path / "out"))
+    m, params, _ = bert_jax.from_pretrained(str(tmp_path / "out"))
     assert m.cfg.intermediate_size == inter
     _assert_close(_ours(m, params, inputs), ref)
     if layers == 2:  # an HF dir straight into from_pretrained (in-memory conversion)
-      m2, params2 = bert_jax.from_pretrained(str(tmp_path / "hf"))
+      m2, params2, _ = bert_jax.from_pretrained(str(tmp_path / "hf"))
       _assert_close(_ours(m2, params2, inputs), ref)
 
 
@@ -237,9 +237,9 @@ def test_tf1_import_matches_reference(tmp_path):
   with jax.default_matmul_precision("highest"):
     ref = _ref(hf, hf_params, inputs)
     convert.convert(str(tmp_path / "tf1"), "tf1", str(tmp_path / "out"), "orbax")
-    m, params = bert_jax.from_pretrained(str(tmp_path / "out"))
+    m, params, _ = bert_jax.from_pretrained(str(tmp_path / "out"))
     _assert_close(_ours(m, params, inputs), ref)
-    m2, params2 = bert_jax.from_pretrained(str(tmp_path / "tf1"))  # in memory
+    m2, params2, _ = bert_jax.from_pretrained(str(tmp_path / "tf1"))  # in memory
     _assert_close(_ours(m2, params2, inputs), ref)
   assert os.listdir(tmp_path / "out" / "tokenizer") == ["vocab.txt"]
 
@@ -377,3 +377,46 @@ def test_export_of_scanned_workdir(tmp_path):
   assert sds[0].keys() == sds[1].keys()
   for k in sds[0]:
     np.testing.assert_array_equal(sds[0][k], sds[1][k])
+
+
+@pytest.mark.slow
+def test_continued_pretraining_from_a_wordpiece_checkpoint(tmp_path, tiny_config):
+  """A Google-layout vocab ([UNK]=100 .. [MASK]=103) travels with an HF checkpoint
+  into continued pretraining: prepare tokenizes with it, pairs and masks use its ids."""
+  from bert_jax import corpus, input_pipeline, pretrain  # pylint: disable=g-import-not-at-top
+  docs = corpus.documents("", 30)
+  chars = sorted({c for d in docs for s in d for c in s if not c.isspace()})
+  vocab = (["[PAD]"] + [f"[unused{i}]" for i in range(99)]
+           + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars)
+  hf_cfg = transformers.BertConfig(
+      vocab_size=len(vocab), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+      intermediate_size=128, max_position_embeddings=64, tie_word_embeddings=True)
+  sd = _pt_state_dict(_random_hf_params(_hf_model(hf_cfg), seed=3))
+  _write_hf_dir(tmp_path / "hf", hf_cfg, sd, vocab=len(vocab))
+  (tmp_path / "hf" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+
+  config = tiny_config.copy_and_resolve_references()
+  config.unlock()
+  config.model.update(vocab_size=len(vocab), num_layers=1, hidden_size=64, num_heads=2,
+                      intermediate_size=128, max_position_embeddings=64)
+  config.data.update(max_documents=30, max_seq_length=64, num_shards=2, num_streams=2)
+  config.train.update(global_batch_size=8, num_steps=3, log_every=1)
+  config.init_from = str(tmp_path / "hf")
+  work = tmp_path / "work"
+  pretrain.run(config, str(work))
+
+  assert (work / "tokenizer" / "vocab.txt").read_text() == "\n".join(vocab) + "\n"
+  stats = json.loads((work / "data" / "stats.json").read_text())
+  assert stats["special_ids"] == {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103}
+  assert stats["unk_rate"] < 0.01 and stats["vocab_size"] == len(vocab)
+  files, stats = pretrain.ensure_data(config, str(work))
+  batch = next(input_pipeline.make_dataset(
+      files, global_batch=8, num_streams=2, seq_len=64, vocab_size=len(vocab),
+      mask_prob=0.15, max_predictions=10, seed=0,
+      special=pretrain.special_ids(stats)).as_numpy_iterator())
+  ids = batch["input_ids"]
+  assert (ids[:, 0] == 101).all() and ((ids == 102).sum(1) == 2).all()
+  assert (ids == 103).any()  # [MASK] is the vocab's, not SentencePiece's 4
+  assert not ((ids > 0) & (ids < 101)).any()  # no [unused*] or [UNK] drawn as noise
+  rows = [json.loads(l) for l in (work / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in rows)

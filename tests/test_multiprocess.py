@@ -63,8 +63,8 @@ def test_two_processes_match_one_process(tmp_path, tiny_config):
   assert losses_one[STEPS] < losses_one[1]
 
   # The 2-process checkpoint restores in this single process.
-  _, params_one = bert_jax.from_pretrained(str(one))
-  _, params_two = bert_jax.from_pretrained(str(two))
+  params_one = bert_jax.from_pretrained(str(one)).params
+  params_two = bert_jax.from_pretrained(str(two)).params
   diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params_one, params_two)
   print("max |param difference|, 2 processes vs 1:", max(jax.tree_util.tree_leaves(diffs)))
   assert max(jax.tree_util.tree_leaves(diffs)) <= 1e-6, diffs

@@ -81,8 +81,9 @@ def test_prepare_writes_balanced_shards_and_stats(tmp_path, tiny_config):
   on_disk = json.loads((tmp_path / "work" / "data" / "stats.json").read_text())
   assert on_disk == stats and stats["documents"] == 30
   assert os.path.exists(tmp_path / "work" / tokenizer.MODEL_FILE)
-  sp = tokenizer.load(str(tmp_path / "work" / tokenizer.MODEL_FILE))
-  assert [sp.id_to_piece(i) for i in range(5)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+  tok = tokenizer.load(str(tmp_path / "work" / tokenizer.MODEL_FILE))
+  assert [tok.id_to_token(i) for i in range(5)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+  assert stats["special_ids"] == {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 
 
 def test_tokenizer_is_reused_when_present(tmp_path):
@@ -92,4 +93,4 @@ def test_tokenizer_is_reused_when_present(tmp_path):
   def must_not_train():
     raise AssertionError("tokenizer retrained although the workdir has one")
   again = tokenizer.get_or_train(str(tmp_path), must_not_train, 60, 1000)
-  assert again.serialized_model_proto() == first.serialized_model_proto()
+  assert again.sp.serialized_model_proto() == first.sp.serialized_model_proto()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import bert_jax
-from bert_jax import pretrain
+from bert_jax import pretrain, tokenizer
 from bert_jax.errors import InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,13 +55,14 @@ def test_pretrain_learns_checkpoints_and_resumes(tmp_path, tiny_config):
   assert steps[len(rows):] == [31, 35, 40]
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["30", "40"]  # keeps the last 2
 
-  model, params = bert_jax.from_pretrained(workdir)
+  model, params, tok = bert_jax.from_pretrained(workdir)
+  assert isinstance(tok, tokenizer.SentencePieceTokenizer)
   ids = jnp.array([[2, 10, 11, 12, 3, 13, 14, 3]], jnp.int32)
   out = model.apply({"params": params}, ids, token_type_ids=jnp.zeros_like(ids),
                     attention_mask=jnp.ones_like(ids), deterministic=True)
   assert out["mlm_logits"].shape == (1, 8, tiny_config.model.vocab_size)
   assert out["nsp_logits"].shape == (1, 2)
-  _, params_30 = bert_jax.from_pretrained(workdir, step=30)
+  params_30 = bert_jax.from_pretrained(workdir, step=30).params
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), params, params_30)
   assert any(jax.tree_util.tree_leaves(changed))
 
@@ -83,11 +84,10 @@ def test_pretrain_learns_checkpoints_and_resumes(tmp_path, tiny_config):
   other.init_from = str(tmp_path / "nothing-here")
   with pytest.raises(InputError, match="does not exist"):
     pretrain.run(other, str(tmp_path / "other2"))
-  # A source without a SentencePiece model (e.g. a converted Google checkpoint with a
-  # WordPiece vocab.txt) would get a mismatching new tokenizer: refused.
-  (tmp_path / "wordpiece-source").mkdir()
-  other.init_from = str(tmp_path / "wordpiece-source")
-  with pytest.raises(InputError, match="has no tokenizer/spm.model"):
+  # A source without any tokenizer would get a mismatching new one: refused.
+  (tmp_path / "no-tokenizer").mkdir()
+  other.init_from = str(tmp_path / "no-tokenizer")
+  with pytest.raises(InputError, match=r"has no tokenizer \(spm.model or vocab.txt\)"):
     pretrain.run(other, str(tmp_path / "other3"))
 
 

@@ -85,6 +85,10 @@ def run(config, workdir: str) -> dict:
       "max_seq_length": config.data.max_seq_length,
       "padding_fraction": float(1 - real.sum() / (len(real) * config.data.max_seq_length)),
       "num_shards": config.data.num_shards,
+      # Examples per shard: the input pipeline finds a resume position from them
+      # without reading any data.
+      "shard_sizes": [len(examples[i::config.data.num_shards])
+                      for i in range(config.data.num_shards)],
       "vocab_size": tok.vocab_size,
       # What masking needs to know of the vocabulary the shards were tokenized with.
       "special_ids": dataclasses.asdict(tok.special),

@@ -11,6 +11,7 @@ global jax.Arrays.
 import collections
 from typing import Iterator
 
+import numpy as np
 import tensorflow as tf
 
 from bert_jax import masking, sharding, tokenizer
@@ -58,23 +59,71 @@ def _parse(record, seq_len: int):
   }
 
 
-def _stream(files: list[str], stream: int, num_streams: int, *, batch: int, seq_len: int,
-            vocab_size: int, mask_prob: float, max_predictions: int, seed: int,
-            shuffle_buffer: int, first_batch: int,
+def shard_sizes(files: list[str]) -> list[int]:
+  """Records per shard, by reading them: for data whose stats.json predates
+  `shard_sizes`."""
+  return [int(tf.data.TFRecordDataset(f).reduce(0, lambda n, _: n + 1)) for f in files]
+
+
+def _epoch_order(num_shards: int, seed: int, stream: int, epoch: int) -> list[int]:
+  return np.random.default_rng([seed, stream, epoch]).permutation(num_shards).tolist()
+
+
+def _visits(shards: list[str], sizes: list[int], seed: int, stream: int, start: int):
+  """(shard, epoch, slot, first record) of every shard visit from example `start` of
+  the stream on. Each epoch visits the stream's shards in a new seeded order; the
+  start position is found from the shard sizes alone, no data is read."""
+  epoch, offset = divmod(start, sum(sizes))
+  while True:
+    for slot, j in enumerate(_epoch_order(len(shards), seed, stream, epoch)):
+      if offset >= sizes[j]:
+        offset -= sizes[j]
+        continue
+      yield shards[j], epoch, slot, offset
+      offset = 0
+    epoch += 1
+
+
+def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *,
+            batch: int, seq_len: int, vocab_size: int, mask_prob: float,
+            max_predictions: int, seed: int, shuffle_buffer: int, first_batch: int,
             special: tokenizer.SpecialIds) -> tf.data.Dataset:
-  """Endless masked batches of one stream. Example i of stream g gets the mask seed
-  fold_in((seed, g), i); `first_batch` skips ahead (and reseeds the shuffle) on resume."""
-  # hash() of a tuple of ints is the same in every process and run (no PYTHONHASHSEED).
-  shuffle_seed = hash((seed, stream, first_batch)) % (2**31)
+  """Endless masked batches of one stream, a pure function of the stream position.
+
+  Example n of the stream is fixed by (seed, stream, n): epoch e visits the shards in
+  a seeded order, and records are shuffled within blocks of `shuffle_buffer`
+  consecutive records of a shard by a permutation seeded by (epoch, slot, block)
+  (`prepare` already shuffled all examples before sharding). Example n gets the mask
+  seed fold_in((seed, stream), n). Resuming at `first_batch` therefore yields exactly
+  the batches an uninterrupted run would, reading at most one shard's prefix.
+  """
   shards = stream_shards(files, stream, num_streams)
-  ds = tf.data.Dataset.from_tensor_slices(shards)
-  ds = ds.shuffle(len(shards), seed=shuffle_seed).repeat()
-  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=2,
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed)
-  ds = ds.map(lambda r: _parse(r, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.enumerate(start=first_batch * batch)
+  sizes = stream_shards(sizes, stream, num_streams)
+  if not sum(sizes):
+    raise InputError(f"stream {stream}'s shards {shards} hold no examples")
   stream_seed = tf.constant([seed, stream], tf.int64)
+  first = first_batch * batch
+  block = shuffle_buffer
+
+  def read(path, epoch, slot, first_record):
+    visit_seed = tf.random.experimental.stateless_fold_in(
+        tf.random.experimental.stateless_fold_in(stream_seed, epoch), slot)
+    first_block = first_record // block
+    ds = tf.data.TFRecordDataset(path).skip(first_block * block).batch(block)
+
+    def shuffle(index, records):
+      return tf.random.experimental.stateless_shuffle(
+          records, tf.random.experimental.stateless_fold_in(visit_seed, index))
+
+    ds = ds.enumerate(first_block).map(shuffle).unbatch()
+    return ds.skip(first_record - first_block * block)
+
+  visits = tf.data.Dataset.from_generator(
+      lambda: _visits(shards, sizes, seed, stream, first),
+      output_signature=(tf.TensorSpec((), tf.string),) + (tf.TensorSpec((), tf.int64),) * 3)
+  ds = visits.flat_map(read)
+  ds = ds.map(lambda r: _parse(r, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.enumerate(start=first)
 
   def mask(index, ex):
     example_seed = tf.random.experimental.stateless_fold_in(stream_seed, index)
@@ -90,19 +139,25 @@ def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_l
                  vocab_size: int, mask_prob: float, max_predictions: int, seed: int,
                  process_index: int = 0, process_count: int = 1,
                  shuffle_buffer: int = 2_000, first_batch: int = 0,
-                 special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS
-                 ) -> tf.data.Dataset:
+                 special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS,
+                 sizes: list[int] | None = None) -> tf.data.Dataset:
   """This process's rows of every global batch: [global_batch / process_count, ...].
 
   `first_batch` is the number of global batches already consumed (resume); `special`
   the special ids of the vocabulary the shards were tokenized with ([PAD] must be 0:
-  rows are zero-padded).
+  rows are zero-padded); `sizes` the records per file (stats.json's `shard_sizes`;
+  counted when not given).
   """
   if global_batch % num_streams:
     raise InputError(f"train.global_batch_size={global_batch} is not a multiple of "
                      f"data.num_streams={num_streams}")
+  if sizes is None:
+    sizes = shard_sizes(files)
+  if len(sizes) != len(files):
+    raise InputError(f"{len(files)} shards but {len(sizes)} shard sizes")
   streams = [
-      _stream(files, g, num_streams, batch=global_batch // num_streams, seq_len=seq_len,
+      _stream(files, sizes, g, num_streams, batch=global_batch // num_streams,
+              seq_len=seq_len,
               vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
               seed=seed, shuffle_buffer=shuffle_buffer, first_batch=first_batch,
               special=special)

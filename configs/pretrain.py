@@ -81,7 +81,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.dupe_factor = 2
   # Probability of a shorter target length, as in BERT (keeps short inputs in-domain).
   c.data.short_seq_prob = 0.1
-  # Shuffle buffer, in examples, per stream.
+  # Examples are shuffled within blocks of this many consecutive records of a shard,
+  # by a new seeded permutation every epoch (shard order is reshuffled too, and
+  # `prepare` shuffled all examples). Fixed blocks keep every batch a pure function
+  # of the step, so a resume continues exactly.
   c.data.shuffle_buffer = 2_000
   # Sentences used to train the SentencePiece model (sampled when the corpus is larger).
   c.data.tokenizer_sentences = 300_000
@@ -130,6 +133,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500 if small_vocab else 5000
   # Checkpoints kept.
   c.train.keep_checkpoints = 3
+  # (FIRST, LAST): trace steps FIRST..LAST with jax.profiler into WORKDIR/tensorboard
+  # (TensorBoard's profile tab). Leave a few steps after the first: it compiles.
+  # () = no trace.
+  c.train.profile_steps = ()
 
   # Start from these params when the workdir has no checkpoint yet (fresh optimizer):
   # anything bert_jax.from_pretrained reads (pretrain workdir, converted Orbax dir,

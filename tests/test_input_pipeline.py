@@ -27,7 +27,8 @@ def shards(tmp_path_factory):
   for i in range(200):
     a = [tokenizer.NUM_SPECIAL + i] + [7] * (i % 9)
     b = [8] * (3 + i % 5)
-    examples.append(pairs._pack(a, b, i % 2))  # pylint: disable=protected-access
+    examples.append(pairs._pack(  # pylint: disable=protected-access
+        a, b, i % 2, tokenizer.SENTENCEPIECE_IDS))
   out = tmp_path_factory.mktemp("shards")
   return prepare.write_shards(examples, str(out), 4)
 
@@ -39,11 +40,12 @@ def _unmasked_ids(batch):
   return ids
 
 
-def _batches(files, process_index=0, process_count=1, num=10, first_batch=0):
+def _batches(files, process_index=0, process_count=1, num=10, first_batch=0, sizes=None):
   ds = input_pipeline.make_dataset(
       files, global_batch=8, num_streams=STREAMS, seq_len=SEQ, vocab_size=VOCAB,
       mask_prob=0.15, max_predictions=PRED, seed=0, process_index=process_index,
-      process_count=process_count, shuffle_buffer=16, first_batch=first_batch)
+      process_count=process_count, shuffle_buffer=16, first_batch=first_batch,
+      sizes=sizes)
   return list(ds.take(num).as_numpy_iterator())
 
 
@@ -72,10 +74,28 @@ def test_global_batches_do_not_depend_on_process_count(shards):
           value, np.concatenate([halves[0][step][key], halves[1][step][key]]), key)
 
 
-def test_resume_position_changes_the_batches(shards):
-  first = _batches(shards, num=1)[0]
-  resumed = _batches(shards, num=1, first_batch=5)[0]
-  assert not np.array_equal(first["input_ids"], resumed["input_ids"])
+def test_resume_yields_the_uninterrupted_batches(shards):
+  # 50 examples per stream, 2 rows per batch: an epoch is 25 batches. Resume points
+  # mid-epoch, mid-block (blocks of 16) and on epoch boundaries, and sizes given or
+  # counted, all continue exactly as the uninterrupted run.
+  whole = _batches(shards, num=60)
+  sizes = input_pipeline.shard_sizes(shards)
+  assert sizes == [50] * 4
+  for first in (1, 13, 25, 37):
+    resumed = _batches(shards, num=60 - first, first_batch=first,
+                       sizes=sizes if first % 2 else None)
+    for step, batch in enumerate(resumed, start=first):
+      for key, value in batch.items():
+        np.testing.assert_array_equal(value, whole[step][key], f"{first} {step} {key}")
+
+
+def test_every_epoch_is_a_new_permutation(shards):
+  # Row 0 and 1 of each batch come from stream 0 (shard 0: examples 0, 4, ..., 196).
+  ids = [int(x) - tokenizer.NUM_SPECIAL
+         for b in _batches(shards, num=50) for x in _unmasked_ids(b)[:2, 1]]
+  epoch1, epoch2 = ids[:50], ids[50:]
+  assert sorted(epoch1) == sorted(epoch2) == list(range(0, 200, 4))
+  assert epoch1 != epoch2 and epoch1 != sorted(epoch1)
 
 
 def test_batches_become_global_arrays(shards):

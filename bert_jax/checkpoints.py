@@ -1,7 +1,8 @@
 """Orbax checkpoints of a pretraining workdir, and `from_pretrained`.
 
-Layout: WORKDIR/checkpoints/<step>/{params,opt_state}. Params and optimizer state are
-separate items so fine-tuning and export can restore params alone. Restores go into
+Layout: WORKDIR/checkpoints/<step>/{params,opt_state,data}. Params and optimizer
+state are separate items so fine-tuning and export can restore params alone; `data`
+is the input pipeline's position (JSON), so a resume continues the data exactly. Restores go into
 abstract targets that carry the *current* shardings, so a checkpoint restores onto
 any mesh.
 """
@@ -15,34 +16,82 @@ import orbax.checkpoint as ocp
 import tensorflow as tf
 
 from bert_jax import model as model_lib, tokenizer as tokenizer_lib
+from bert_jax.errors import InputError
 
 CONFIG_FILE = "config.json"
 
 
-def manager(workdir: str, keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
+def manager(workdir: str, keep: int = 3, async_save: bool = True, keep_best: int = 0,
+            best_metric: str = "", best_mode: str = "max") -> ocp.CheckpointManager:
+  """The workdir's CheckpointManager: keeps the latest `keep` checkpoints and, with
+  `keep_best`, also the best `keep_best` by the eval metric `best_metric` passed to
+  `save` (`best_mode` "max" or "min"). Orbax writes each step into a temporary
+  directory renamed when complete, so a crash mid-save never leaves a checkpoint
+  that `latest_step` would pick up."""
+  policies = [ocp.checkpoint_managers.LatestN(keep)]
+  if keep_best:
+    # BestN sorts ascending and keeps the tail: reverse it when lower is better.
+    policies.append(ocp.checkpoint_managers.BestN(
+        get_metric_fn=lambda metrics: metrics[best_metric], reverse=best_mode == "min",
+        n=keep_best, keep_checkpoints_without_metrics=False))
   return ocp.CheckpointManager(
       # Orbax wants absolute local paths; gs:// paths pass through.
       os.path.join(workdir if "://" in workdir else os.path.abspath(workdir),
                    "checkpoints"),
+      item_handlers={"params": ocp.StandardCheckpointHandler(),
+                     "opt_state": ocp.StandardCheckpointHandler(),
+                     "data": ocp.JsonCheckpointHandler()},
       options=ocp.CheckpointManagerOptions(
-          max_to_keep=keep, create=True, enable_async_checkpointing=async_save))
+          create=True, enable_async_checkpointing=async_save,
+          preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
 
 
-def save(mngr: ocp.CheckpointManager, state) -> None:
-  """Starts an (async) save of `state` at state.step."""
-  mngr.save(int(state.step), args=ocp.args.Composite(
-      params=ocp.args.StandardSave(state.params),
-      opt_state=ocp.args.StandardSave(state.opt_state)))
+def save(mngr: ocp.CheckpointManager, state, data_position: dict | None = None,
+         metrics: dict | None = None, force: bool = False) -> None:
+  """Starts an (async) save of `state` at state.step, with the input pipeline's
+  position (a small JSON item) and the eval metrics that rank it."""
+  items = {"params": ocp.args.StandardSave(state.params),
+           "opt_state": ocp.args.StandardSave(state.opt_state)}
+  if data_position is not None:
+    items["data"] = ocp.args.JsonSave(data_position)
+  mngr.save(int(state.step), args=ocp.args.Composite(**items), metrics=metrics,
+            force=force)
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
-  """Restores the full state; `abstract_state` leaves carry the target shardings."""
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(abstract_state.params),
-      opt_state=ocp.args.StandardRestore(abstract_state.opt_state)))
-  return abstract_state.replace(step=jax.numpy.asarray(step, jax.numpy.int32),
-                                params=restored["params"],
-                                opt_state=restored["opt_state"])
+  """(state, data position or None) of `step`; `abstract_state` leaves carry the
+  target shardings, so the checkpoint lands on the current mesh whatever mesh, device
+  count or process count wrote it. Shapes are checked first: a checkpoint of another
+  model is an InputError naming every mismatching parameter."""
+  metadata = mngr.item_metadata(step)
+  check_shapes({k: v.shape for k, v in _flat(metadata["params"].tree).items()},
+               {k: v.shape for k, v in _flat(abstract_state.params).items()},
+               f"the checkpoint at step {step} in {mngr.directory}")
+  items = {"params": ocp.args.StandardRestore(abstract_state.params),
+           "opt_state": ocp.args.StandardRestore(abstract_state.opt_state)}
+  if "data" in metadata and metadata["data"] is not None:
+    items["data"] = ocp.args.JsonRestore()
+  restored = mngr.restore(step, args=ocp.args.Composite(**items))
+  state = abstract_state.replace(step=jax.numpy.asarray(step, jax.numpy.int32),
+                                 params=restored["params"],
+                                 opt_state=restored["opt_state"])
+  return state, restored.get("data")
+
+
+def _flat(tree) -> dict:
+  return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(
+      tree, is_leaf=lambda x: hasattr(x, "shape"))}
+
+
+def check_shapes(got: dict, want: dict, what: str) -> None:
+  """InputError listing every parameter missing, unexpected or of another shape
+  (dicts of name -> shape)."""
+  problems = [f"{k}: missing" for k in sorted(want.keys() - got.keys())]
+  problems += [f"{k}: unexpected" for k in sorted(got.keys() - want.keys())]
+  problems += [f"{k}: {tuple(got[k])} vs model {tuple(want[k])}"
+               for k in sorted(got.keys() & want.keys()) if tuple(got[k]) != tuple(want[k])]
+  if problems:
+    raise InputError(f"{what} does not fit the configured model: " + "; ".join(problems))
 
 
 def with_shardings(abstract_tree, shardings):

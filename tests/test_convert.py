@@ -26,7 +26,7 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 import bert_jax  # noqa: E402
-from bert_jax import checkpoints, convert, model  # noqa: E402
+from bert_jax import checkpoints, convert, model, tokenizer  # noqa: E402
 from bert_jax.errors import InputError  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +85,12 @@ def _write_hf_dir(path, hf_cfg, sd, vocab=VOCAB):
   hf_cfg.save_pretrained(path)
   save_file(sd, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
   with open(os.path.join(path, "vocab.txt"), "w") as f:
-    f.write("".join(f"tok{i}\n" for i in range(vocab)))
+    f.write(_vocab_lines(vocab))
+
+
+def _vocab_lines(size):
+  specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+  return "".join(f"{t}\n" for t in specials + [f"tok{i}" for i in range(size - 5)])
 
 
 def _inputs(seed, batch=3):
@@ -146,11 +151,14 @@ def test_hf_import_matches_reference(tmp_path, layers, hidden, heads, inter):
     assert loaded.missing_heads == []
     assert sorted(os.listdir(tmp_path / "out" / "tokenizer")) == ["vocab.txt"]
     assert checkpoints.read_config(str(tmp_path / "out"))["model"]["num_heads"] == heads
-    m, params, _ = bert_jax.from_pretrained(str(tmp_path / "out"))
+    m, params, tok = bert_jax.from_pretrained(str(tmp_path / "out"))
     assert m.cfg.intermediate_size == inter
+    assert isinstance(tok, tokenizer.WordPieceTokenizer) and tok.vocab_size == VOCAB
+    assert tok.special == tokenizer.SpecialIds(0, 1, 2, 3, 4)
     _assert_close(_ours(m, params, inputs), ref)
     if layers == 2:  # an HF dir straight into from_pretrained (in-memory conversion)
-      m2, params2, _ = bert_jax.from_pretrained(str(tmp_path / "hf"))
+      m2, params2, tok2 = bert_jax.from_pretrained(str(tmp_path / "hf"))
+      assert tok2.encode("tok7 tok12") == [12, 17]
       _assert_close(_ours(m2, params2, inputs), ref)
 
 
@@ -225,7 +233,7 @@ def _write_tf1_dir(path, hf_cfg, variables):
   with open(os.path.join(path, "bert_config.json"), "w") as f:
     json.dump(cfg, f)
   with open(os.path.join(path, "vocab.txt"), "w") as f:
-    f.write("".join(f"tok{i}\n" for i in range(VOCAB)))
+    f.write(_vocab_lines(VOCAB))
 
 
 def test_tf1_import_matches_reference(tmp_path):

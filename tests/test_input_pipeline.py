@@ -108,3 +108,16 @@ def test_batches_become_global_arrays(shards):
   # Split over 4 data-parallel shards, replicated over tensor.
   assert {s.data.shape for s in arrays["input_ids"].addressable_shards} == {(2, SEQ)}
   np.testing.assert_array_equal(jax.device_get(arrays["input_ids"]), batch["input_ids"])
+
+
+def test_whole_word_shards_mask_whole_words(tmp_path):
+  # Every word is 3 pieces: A at positions 1-9, B at 11-19.
+  mark = lambda ids: [t if i % 3 == 0 else ~t for i, t in enumerate(ids)]
+  examples = [pairs._pack(mark(list(range(10, 19))), mark(list(range(20, 29))), 0,  # pylint: disable=protected-access
+                          tokenizer.SENTENCEPIECE_IDS) for _ in range(64)]
+  files = prepare.write_shards(examples, str(tmp_path), 4, whole_words=True)
+  for batch in _batches(files, num=4):
+    for row in range(8):
+      chosen = batch["masked_positions"][row][batch["masked_weights"][row] > 0]
+      words = {(p - 1) // 3 if p < 10 else (p - 11) // 3 + 3 for p in chosen}
+      assert len(chosen) == 3 * len(words) > 0, chosen

@@ -9,6 +9,7 @@ any mesh.
 
 import json
 import os
+import shutil
 from typing import NamedTuple
 
 import jax
@@ -69,7 +70,8 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
                f"the checkpoint at step {step} in {mngr.directory}")
   items = {"params": ocp.args.StandardRestore(abstract_state.params),
            "opt_state": ocp.args.StandardRestore(abstract_state.opt_state)}
-  if "data" in metadata and metadata["data"] is not None:
+  # (Orbax gives no metadata for JSON items: look for the item's directory.)
+  if tf.io.gfile.exists(os.path.join(str(mngr.directory), str(step), "data")):
     items["data"] = ocp.args.JsonRestore()
   restored = mngr.restore(step, args=ocp.args.Composite(**items))
   state = abstract_state.replace(step=jax.numpy.asarray(step, jax.numpy.int32),
@@ -92,6 +94,31 @@ def check_shapes(got: dict, want: dict, what: str) -> None:
                for k in sorted(got.keys() & want.keys()) if tuple(got[k]) != tuple(want[k])]
   if problems:
     raise InputError(f"{what} does not fit the configured model: " + "; ".join(problems))
+
+
+def check_writable(workdir: str, abstract_state) -> None:
+  """Finds an unwritable workdir or a disk without room for one checkpoint before
+  training starts, rather than at the first save."""
+  directory = os.path.join(workdir, "checkpoints")
+  probe = os.path.join(directory, ".write-probe")
+  try:
+    tf.io.gfile.makedirs(directory)
+    with tf.io.gfile.GFile(probe, "w") as f:
+      f.write("ok")
+    tf.io.gfile.remove(probe)
+  except (OSError, tf.errors.OpError) as e:
+    raise InputError(f"cannot write checkpoints to {directory}: {e}") from e
+  if "://" in workdir:
+    return
+  need = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
+  free = free_bytes(directory)
+  if free < need:
+    raise InputError(f"{directory} has {free / 2**30:.2f} GiB free; one checkpoint of "
+                     f"this model and optimizer needs {need / 2**30:.2f} GiB")
+
+
+def free_bytes(directory: str) -> int:
+  return shutil.disk_usage(directory).free
 
 
 def with_shardings(abstract_tree, shardings):

@@ -63,3 +63,13 @@ def make(opt_config, num_steps: int) -> tuple[optax.GradientTransformation, opta
       optax.scale_by_learning_rate(lr),
   )
   return tx, lr
+
+
+def restart_schedule(opt_state):
+  """Phase 2 of BERT's recipe keeps Adam's moments but runs its own schedule: the
+  schedule's step count goes back to 0. Adam's own count is kept (its bias
+  correction belongs to the moments it has accumulated)."""
+  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+  return jax.tree.map(
+      lambda x: x._replace(count=jax.numpy.zeros_like(x.count)) if is_schedule(x) else x,
+      opt_state, is_leaf=is_schedule)

@@ -395,7 +395,7 @@ def test_continued_pretraining_from_a_wordpiece_checkpoint(tmp_path, tiny_config
   docs = corpus.documents("", 30)
   chars = sorted({c for d in docs for s in d for c in s if not c.isspace()})
   vocab = (["[PAD]"] + [f"[unused{i}]" for i in range(99)]
-           + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars)
+           + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars])
   hf_cfg = transformers.BertConfig(
       vocab_size=len(vocab), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
       intermediate_size=128, max_position_embeddings=64, tie_word_embeddings=True)

@@ -30,10 +30,12 @@ def manager(workdir: str, keep: int = 3, async_save: bool = True, keep_best: int
   directory renamed when complete, so a crash mid-save never leaves a checkpoint
   that `latest_step` would pick up."""
   policies = [ocp.checkpoint_managers.LatestN(keep)]
+  # Orbax writes the metrics passed to `save` only when best_fn is set.
+  best_fn = (lambda metrics: metrics[best_metric]) if keep_best else None
   if keep_best:
     # BestN sorts ascending and keeps the tail: reverse it when lower is better.
     policies.append(ocp.checkpoint_managers.BestN(
-        get_metric_fn=lambda metrics: metrics[best_metric], reverse=best_mode == "min",
+        get_metric_fn=best_fn, reverse=best_mode == "min",
         n=keep_best, keep_checkpoints_without_metrics=False))
   return ocp.CheckpointManager(
       # Orbax wants absolute local paths; gs:// paths pass through.
@@ -43,7 +45,7 @@ def manager(workdir: str, keep: int = 3, async_save: bool = True, keep_best: int
                      "opt_state": ocp.StandardCheckpointHandler(),
                      "data": ocp.JsonCheckpointHandler()},
       options=ocp.CheckpointManagerOptions(
-          create=True, enable_async_checkpointing=async_save,
+          create=True, enable_async_checkpointing=async_save, best_fn=best_fn,
           preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
 
 

@@ -124,20 +124,26 @@ def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *
   visits = tf.data.Dataset.from_generator(
       lambda: _visits(shards, sizes, seed, stream, first),
       output_signature=(tf.TensorSpec((), tf.string),) + (tf.TensorSpec((), tf.int64),) * 3)
-  ds = visits.flat_map(read)
-  ds = ds.map(lambda r: _parse(r, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.enumerate(start=first)
+  ds = masked_examples(
+      visits.flat_map(read), stream_seed, first, seq_len=seq_len, vocab_size=vocab_size,
+      mask_prob=mask_prob, max_predictions=max_predictions, special=special)
+  return ds.batch(batch, drop_remainder=True)
+
+
+def masked_examples(records: tf.data.Dataset, seed: tf.Tensor, first_index: int = 0, *,
+                    seq_len: int, **mask_args) -> tf.data.Dataset:
+  """Parsed, padded examples with masks; example i (counting from `first_index`)
+  gets the stateless mask seed fold_in(seed, i)."""
+  ds = records.map(lambda r: _parse(r, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
 
   def mask(index, ex):
-    example_seed = tf.random.experimental.stateless_fold_in(stream_seed, index)
     ex = dict(ex)
     word_start = ex.pop("word_start")  # only masking needs it
     return {**ex, **masking.mask_tokens(
-        ex["input_ids"], example_seed, vocab_size=vocab_size, mask_prob=mask_prob,
-        max_predictions=max_predictions, special=special, word_start=word_start)}
+        ex["input_ids"], tf.random.experimental.stateless_fold_in(seed, index),
+        word_start=word_start, **mask_args)}
 
-  ds = ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.batch(batch, drop_remainder=True)
+  return ds.enumerate(start=first_index).map(mask, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_len: int,

@@ -17,6 +17,7 @@ round-robin, so shard sizes differ by at most one and memory holds one bucket.
 
 import collections
 import dataclasses
+import itertools
 import json
 import logging
 import multiprocessing
@@ -34,6 +35,7 @@ from bert_jax.errors import InputError
 log = logging.getLogger(__name__)
 
 STATS_FILE = "stats.json"
+EVAL_FILE = "eval.tfrecord"  # held-out examples, see evaluate.py
 
 
 def data_dir(config, workdir: str) -> str:
@@ -256,10 +258,13 @@ def run(config, workdir: str) -> dict:
   counts = collections.Counter()
   progress = tqdm.tqdm(unit="doc", desc="prepare", disable=None)
 
+  docs = documents(read_counts, d.whole_word_masking)
+  # The first documents are held out for evaluation, before any is trained on.
+  held_out = list(itertools.islice(docs, d.eval_documents))
+
   def records():
     for examples, chunk_counts in _results(
-        _jobs(documents(read_counts, d.whole_word_masking), d.chunk_documents),
-        settings, tok, d.prepare_workers):
+        _jobs(docs, d.chunk_documents), settings, tok, d.prepare_workers):
       counts.update(chunk_counts)
       counts["examples"] += len(examples)
       counts["real_tokens"] += sum(len(e.input_ids) for e in examples)
@@ -274,6 +279,7 @@ def run(config, workdir: str) -> dict:
   if counts["examples"] < d.num_shards:
     raise InputError(f"only {counts['examples']} examples for {d.num_shards} shards")
   check_token_ids(shard_paths(out_dir, d.num_shards), tok.vocab_size)
+  eval_examples = write_eval(held_out, out_dir, settings, tok, d.eval_examples)
 
   stats = {
       "documents": counts["documents"],
@@ -296,6 +302,9 @@ def run(config, workdir: str) -> dict:
       # Examples per shard: the input pipeline finds a resume position from them
       # without reading any data.
       "shard_sizes": sizes,
+      # Held-out evaluation set (DATA_DIR/eval.tfrecord): its documents and examples.
+      "eval_documents": len(held_out),
+      "eval_examples": eval_examples,
       "vocab_size": tok.vocab_size,
       # What masking needs to know of the vocabulary the shards were tokenized with.
       "special_ids": dataclasses.asdict(tok.special),
@@ -306,6 +315,20 @@ def run(config, workdir: str) -> dict:
     json.dump(stats, f, indent=2)
   log.info("prepared %s: %s", out_dir, stats)
   return stats
+
+
+def write_eval(docs: list, out_dir: str, settings: ChunkSettings,
+               tok: tokenizer.Tokenizer, max_examples: int) -> int:
+  """The held-out documents' examples (one pass, at most `max_examples`) to
+  eval.tfrecord; returns how many."""
+  if not docs:
+    return 0
+  examples, _ = process_chunk(-1, docs, dataclasses.replace(settings, dupe_factor=1),
+                              tok, words.piece_tables(tok))
+  examples = examples[:max_examples] if max_examples else examples
+  write_records((serialize(e, settings.whole_words) for e in examples),
+                [os.path.join(out_dir, EVAL_FILE)])
+  return len(examples)
 
 
 def shard_files(directory: str) -> list[str]:

@@ -1,0 +1,102 @@
+"""The held-out evaluation set: fixed examples, fixed masks, MLM and NSP accuracy.
+
+`prepare` holds out the first data.eval_documents documents of the corpus (never
+trained on) and writes their examples to DATA_DIR/eval.tfrecord. Their masks are
+drawn once from a fixed seed, and the set has a fixed size (data.eval_examples), so
+every evaluation of every run scores the same predictions (MLPerf's practice) and
+runs can be compared. The last batch is padded with zero-weight rows, never dropped.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tensorflow as tf
+
+from bert_jax import input_pipeline, sharding, train_step
+
+# Not train.seed: the eval masks must not change with the training run's seed.
+MASK_SEED = (20_200_101, 0)
+
+
+def load(path: str, *, global_batch: int, seq_len: int, max_examples: int,
+         process_index: int = 0, process_count: int = 1, **mask_args) -> list[dict]:
+  """This process's rows of every eval batch, as numpy (the set is small). Rows
+  beyond the data have `example_weight` 0 and no masked positions."""
+  records = tf.data.TFRecordDataset(path)
+  if max_examples:
+    records = records.take(max_examples)
+  ds = input_pipeline.masked_examples(
+      records, tf.constant(MASK_SEED, tf.int64), seq_len=seq_len, **mask_args)
+  rows = [b for b in ds.batch(1024).as_numpy_iterator()]
+  if not rows:
+    return []
+  rows = {k: np.concatenate([b[k] for b in rows]) for k in rows[0]}
+  n = len(rows["input_ids"])
+  rows["example_weight"] = np.ones(n, np.float32)
+  pad = -n % global_batch
+  rows = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+          for k, v in rows.items()}
+  per_process = global_batch // process_count
+  return [{k: v[i + process_index * per_process:i + (process_index + 1) * per_process]
+           for k, v in rows.items()}
+          for i in range(0, n + pad, global_batch)]
+
+
+def eval_sums(params, batch, *, model):
+  """Sums over one batch (weights exclude padding rows and unused predictions)."""
+  outputs = train_step.apply_model(model, params, batch)
+  w = batch["masked_weights"]
+  mlm = outputs["mlm_logits"]
+  ew = batch["example_weight"]
+  nsp = outputs["nsp_logits"]
+  return {
+      "mlm_loss": (optax.softmax_cross_entropy_with_integer_labels(
+          mlm, batch["masked_ids"]) * w).sum(),
+      "mlm_correct": ((mlm.argmax(-1) == batch["masked_ids"]) * w).sum(),
+      "mlm_count": w.sum(),
+      "nsp_loss": (optax.softmax_cross_entropy_with_integer_labels(
+          nsp, batch["next_sentence_label"]) * ew).sum(),
+      "nsp_correct": ((nsp.argmax(-1) == batch["next_sentence_label"]) * ew).sum(),
+      "nsp_count": ew.sum(),
+  }
+
+
+@dataclasses.dataclass
+class EvalSet:
+  """The loaded eval batches and the jitted per-batch sums."""
+  batches: list
+  sums_fn: callable
+  batch_sharding: jax.sharding.NamedSharding
+  with_nsp: bool
+
+  @classmethod
+  def create(cls, path: str, model, param_shardings, batch_sharding, *, with_nsp: bool,
+             **load_args) -> "EvalSet":
+    replicated = sharding.replicated(batch_sharding.mesh)
+    sums_fn = jax.jit(functools.partial(eval_sums, model=model),
+                      in_shardings=(param_shardings, batch_sharding),
+                      out_shardings=replicated)
+    return cls(load(path, **load_args), sums_fn, batch_sharding, with_nsp)
+
+  @property
+  def num_examples(self) -> int:
+    return int(sum(b["example_weight"].sum() for b in self.batches) * jax.process_count())
+
+  def __call__(self, params) -> dict:
+    """eval_loss, eval_mlm_accuracy (and the NSP/SOP figures) over the whole set."""
+    totals = None
+    for batch in self.batches:
+      sums = self.sums_fn(params, sharding.to_global(batch, self.batch_sharding))
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    t = {k: float(v) for k, v in jax.device_get(totals).items()}
+    out = {"eval_mlm_loss": t["mlm_loss"] / max(t["mlm_count"], 1.0),
+           "eval_mlm_accuracy": t["mlm_correct"] / max(t["mlm_count"], 1.0)}
+    if self.with_nsp:
+      out["eval_nsp_loss"] = t["nsp_loss"] / max(t["nsp_count"], 1.0)
+      out["eval_nsp_accuracy"] = t["nsp_correct"] / max(t["nsp_count"], 1.0)
+    out["eval_loss"] = out["eval_mlm_loss"] + out.get("eval_nsp_loss", 0.0)
+    return out

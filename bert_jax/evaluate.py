@@ -29,9 +29,10 @@ def load(path: str, *, global_batch: int, seq_len: int, max_examples: int,
   records = tf.data.TFRecordDataset(path)
   if max_examples:
     records = records.take(max_examples)
-  ds = input_pipeline.masked_examples(
-      records, tf.constant(MASK_SEED, tf.int64), seq_len=seq_len, **mask_args)
-  rows = [b for b in ds.batch(1024).as_numpy_iterator()]
+  ds = input_pipeline.masked_batches(
+      records, tf.constant(MASK_SEED, tf.int64), batch=1024, seq_len=seq_len,
+      drop_remainder=False, **mask_args)
+  rows = list(ds.as_numpy_iterator())
   if not rows:
     return []
   rows = {k: np.concatenate([b[k] for b in rows]) for k in rows[0]}

@@ -41,24 +41,28 @@ def process_shards(files: list[str], num_streams: int, process_index: int,
           for f in stream_shards(files, g, num_streams)]
 
 
-def _parse(record, seq_len: int):
-  ex = tf.io.parse_single_example(record, {
+def _parse(records, seq_len: int):
+  """A batch of serialized examples -> padded int32 [B, seq_len] features."""
+  ex = tf.io.parse_example(records, {
       "input_ids": tf.io.VarLenFeature(tf.int64),
       "segment_ids": tf.io.VarLenFeature(tf.int64),
       "next_sentence_label": tf.io.FixedLenFeature([1], tf.int64),
       "word_start": tf.io.VarLenFeature(tf.int64),
   })
+
   def dense(x, fill=0):
-    x = tf.cast(tf.sparse.to_dense(x), tf.int32)[:seq_len]
-    return tf.pad(x, [[0, seq_len - tf.shape(x)[0]]], constant_values=fill)
-  ids = tf.ensure_shape(dense(ex["input_ids"]), [seq_len])
+    x = tf.cast(tf.sparse.to_dense(x, default_value=fill)[:, :seq_len], tf.int32)
+    x = tf.pad(x, [[0, 0], [0, seq_len - tf.shape(x)[1]]], constant_values=fill)
+    return tf.ensure_shape(x, [None, seq_len])
+
+  ids = dense(ex["input_ids"])
   return {
       "input_ids": ids,
-      "token_type_ids": tf.ensure_shape(dense(ex["segment_ids"]), [seq_len]),
+      "token_type_ids": dense(ex["segment_ids"]),
       "attention_mask": tf.cast(ids != 0, tf.int32),
-      "next_sentence_label": tf.cast(ex["next_sentence_label"][0], tf.int32),
+      "next_sentence_label": tf.cast(ex["next_sentence_label"][:, 0], tf.int32),
       # Shards prepared without whole-word masking have none: every token is a word.
-      "word_start": tf.ensure_shape(dense(ex["word_start"], fill=1), [seq_len]),
+      "word_start": dense(ex["word_start"], fill=1),
   }
 
 
@@ -96,9 +100,9 @@ def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *
   Example n of the stream is fixed by (seed, stream, n): epoch e visits the shards in
   a seeded order, and records are shuffled within blocks of `shuffle_buffer`
   consecutive records of a shard by a permutation seeded by (epoch, slot, block)
-  (`prepare` already shuffled all examples before sharding). Example n gets the mask
-  seed fold_in((seed, stream), n). Resuming at `first_batch` therefore yields exactly
-  the batches an uninterrupted run would, reading at most one shard's prefix.
+  (`prepare` already shuffled all examples before sharding). Batch k is masked with
+  the seed fold_in((seed, stream), k). Resuming at `first_batch` therefore yields
+  exactly the batches an uninterrupted run would, reading at most one shard's prefix.
   """
   shards = stream_shards(files, stream, num_streams)
   sizes = stream_shards(sizes, stream, num_streams)
@@ -124,26 +128,29 @@ def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *
   visits = tf.data.Dataset.from_generator(
       lambda: _visits(shards, sizes, seed, stream, first),
       output_signature=(tf.TensorSpec((), tf.string),) + (tf.TensorSpec((), tf.int64),) * 3)
-  ds = masked_examples(
-      visits.flat_map(read), stream_seed, first, seq_len=seq_len, vocab_size=vocab_size,
-      mask_prob=mask_prob, max_predictions=max_predictions, special=special)
-  return ds.batch(batch, drop_remainder=True)
+  return masked_batches(
+      visits.flat_map(read), stream_seed, first_batch, batch=batch, seq_len=seq_len,
+      vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
+      special=special)
 
 
-def masked_examples(records: tf.data.Dataset, seed: tf.Tensor, first_index: int = 0, *,
-                    seq_len: int, **mask_args) -> tf.data.Dataset:
-  """Parsed, padded examples with masks; example i (counting from `first_index`)
-  gets the stateless mask seed fold_in(seed, i)."""
-  ds = records.map(lambda r: _parse(r, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
+def masked_batches(records: tf.data.Dataset, seed: tf.Tensor, first_batch: int = 0, *,
+                   batch: int, seq_len: int, drop_remainder: bool = True,
+                   **mask_args) -> tf.data.Dataset:
+  """Batches of parsed, padded, masked examples. Batch k (counting from
+  `first_batch`) is masked with the stateless seed fold_in(seed, k); parsing and
+  masking work on whole batches (vectorised), not example by example."""
+  ds = records.batch(batch, drop_remainder=drop_remainder)
+  ds = ds.map(lambda r: _parse(r, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
 
   def mask(index, ex):
     ex = dict(ex)
     word_start = ex.pop("word_start")  # only masking needs it
-    return {**ex, **masking.mask_tokens(
+    return {**ex, **masking.mask_batch(
         ex["input_ids"], tf.random.experimental.stateless_fold_in(seed, index),
         word_start=word_start, **mask_args)}
 
-  return ds.enumerate(start=first_index).map(mask, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.enumerate(start=first_batch).map(mask, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_len: int,

@@ -64,14 +64,15 @@ def test_two_processes_read_disjoint_examples(shards):
   assert seen[0] and seen[1] and not seen[0] & seen[1]
 
 
-def test_global_batches_do_not_depend_on_process_count(shards):
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_global_batches_do_not_depend_on_process_count(shards, process_count):
   # Process p's rows are block p of the global batch, masks included.
   whole = _batches(shards)
-  halves = [_batches(shards, p, 2) for p in range(2)]
+  parts = [_batches(shards, p, process_count) for p in range(process_count)]
   for step, batch in enumerate(whole):
     for key, value in batch.items():
       np.testing.assert_array_equal(
-          value, np.concatenate([halves[0][step][key], halves[1][step][key]]), key)
+          value, np.concatenate([part[step][key] for part in parts]), key)
 
 
 def test_resume_yields_the_uninterrupted_batches(shards):

@@ -52,7 +52,7 @@ def eval_sums(params, batch, *, model):
   outputs = train_step.apply_model(model, params, batch)
   w = batch["masked_weights"]
   mlm = outputs["mlm_logits"]
-  ew = batch["example_weight"]
+  ew = batch["example_weight"][:, None] * batch["next_sentence_weight"]  # [B, 1]
   nsp = outputs["nsp_logits"]
   return {
       "mlm_loss": (optax.softmax_cross_entropy_with_integer_labels(

@@ -41,29 +41,50 @@ def process_shards(files: list[str], num_streams: int, process_index: int,
           for f in stream_shards(files, g, num_streams)]
 
 
-def _parse(records, seq_len: int):
-  """A batch of serialized examples -> padded int32 [B, seq_len] features."""
+def _parse(records, seq_len: int, max_per_row: int, nsp_weight: float):
+  """A batch of serialized rows -> padded int32 [B, seq_len] features, and the
+  examples packed in each row (K = max_per_row): cls_positions, next_sentence_label
+  and next_sentence_weight [B, K] (weight 0 for a missing example, or for every
+  example when the objective has no sentence task), position_ids restarting per
+  example, and with K > 1 example_ids [B, seq_len] (1..K, 0 for padding)."""
   ex = tf.io.parse_example(records, {
       "input_ids": tf.io.VarLenFeature(tf.int64),
       "segment_ids": tf.io.VarLenFeature(tf.int64),
-      "next_sentence_label": tf.io.FixedLenFeature([1], tf.int64),
+      "next_sentence_label": tf.io.VarLenFeature(tf.int64),
       "word_start": tf.io.VarLenFeature(tf.int64),
+      "example_lengths": tf.io.VarLenFeature(tf.int64),
   })
 
-  def dense(x, fill=0):
-    x = tf.cast(tf.sparse.to_dense(x, default_value=fill)[:, :seq_len], tf.int32)
-    x = tf.pad(x, [[0, 0], [0, seq_len - tf.shape(x)[1]]], constant_values=fill)
-    return tf.ensure_shape(x, [None, seq_len])
+  def dense(x, size, fill=0):
+    x = tf.cast(tf.sparse.to_dense(x, default_value=fill)[:, :size], tf.int32)
+    x = tf.pad(x, [[0, 0], [0, size - tf.shape(x)[1]]], constant_values=fill)
+    return tf.ensure_shape(x, [None, size])
 
-  ids = dense(ex["input_ids"])
-  return {
+  ids = dense(ex["input_ids"], seq_len)
+  real = tf.cast(ids != 0, tf.int32)
+  lengths = dense(ex["example_lengths"], max_per_row)
+  # Rows written before packing existed hold one example: all their tokens.
+  one = tf.one_hot(0, max_per_row, dtype=tf.int32) * tf.reduce_sum(real, 1, keepdims=True)
+  lengths = tf.where(tf.reduce_any(lengths > 0, 1, keepdims=True), lengths, one)
+  starts = tf.cumsum(lengths, axis=1, exclusive=True)
+  pos = tf.range(seq_len)[None, None, :]
+  inside = ((pos >= starts[:, :, None]) & (pos < (starts + lengths)[:, :, None]))
+  inside = tf.cast(inside, tf.int32)  # [B, K, S]: token s belongs to example k
+  out = {
       "input_ids": ids,
-      "token_type_ids": dense(ex["segment_ids"]),
-      "attention_mask": tf.cast(ids != 0, tf.int32),
-      "next_sentence_label": tf.cast(ex["next_sentence_label"][:, 0], tf.int32),
+      "token_type_ids": dense(ex["segment_ids"], seq_len),
+      "attention_mask": real,
+      "position_ids": tf.range(seq_len)[None] - tf.reduce_sum(inside * starts[:, :, None], 1),
+      "cls_positions": starts * tf.cast(lengths > 0, tf.int32),
+      "next_sentence_label": dense(ex["next_sentence_label"], max_per_row),
+      "next_sentence_weight": tf.cast(lengths > 0, tf.float32) * nsp_weight,
       # Shards prepared without whole-word masking have none: every token is a word.
-      "word_start": dense(ex["word_start"], fill=1),
+      "word_start": dense(ex["word_start"], seq_len, fill=1),
   }
+  if max_per_row > 1:
+    out["example_ids"] = tf.reduce_sum(
+        inside * tf.range(1, max_per_row + 1)[None, :, None], 1)
+  return out
 
 
 def shard_sizes(files: list[str]) -> list[int]:
@@ -94,7 +115,8 @@ def _visits(shards: list[str], sizes: list[int], seed: int, stream: int, start: 
 def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *,
             batch: int, seq_len: int, vocab_size: int, mask_prob: float,
             max_predictions: int, seed: int, shuffle_buffer: int, first_batch: int,
-            special: tokenizer.SpecialIds) -> tf.data.Dataset:
+            special: tokenizer.SpecialIds, max_per_row: int,
+            nsp_weight: float) -> tf.data.Dataset:
   """Endless masked batches of one stream, a pure function of the stream position.
 
   Example n of the stream is fixed by (seed, stream, n): epoch e visits the shards in
@@ -131,17 +153,19 @@ def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *
   return masked_batches(
       visits.flat_map(read), stream_seed, first_batch, batch=batch, seq_len=seq_len,
       vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
-      special=special)
+      special=special, max_per_row=max_per_row, nsp_weight=nsp_weight)
 
 
 def masked_batches(records: tf.data.Dataset, seed: tf.Tensor, first_batch: int = 0, *,
                    batch: int, seq_len: int, drop_remainder: bool = True,
+                   max_per_row: int = 1, nsp_weight: float = 1.0,
                    **mask_args) -> tf.data.Dataset:
-  """Batches of parsed, padded, masked examples. Batch k (counting from
-  `first_batch`) is masked with the stateless seed fold_in(seed, k); parsing and
-  masking work on whole batches (vectorised), not example by example."""
+  """Batches of parsed, padded, masked rows. Batch k (counting from `first_batch`)
+  is masked with the stateless seed fold_in(seed, k); parsing and masking work on
+  whole batches (vectorised), not example by example."""
   ds = records.batch(batch, drop_remainder=drop_remainder)
-  ds = ds.map(lambda r: _parse(r, seq_len), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(lambda r: _parse(r, seq_len, max_per_row, nsp_weight),
+              num_parallel_calls=tf.data.AUTOTUNE)
 
   def mask(index, ex):
     ex = dict(ex)
@@ -158,13 +182,15 @@ def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_l
                  process_index: int = 0, process_count: int = 1,
                  shuffle_buffer: int = 2_000, first_batch: int = 0,
                  special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS,
-                 sizes: list[int] | None = None) -> tf.data.Dataset:
+                 sizes: list[int] | None = None, max_per_row: int = 1,
+                 nsp_weight: float = 1.0) -> tf.data.Dataset:
   """This process's rows of every global batch: [global_batch / process_count, ...].
 
   `first_batch` is the number of global batches already consumed (resume); `special`
   the special ids of the vocabulary the shards were tokenized with ([PAD] must be 0:
   rows are zero-padded); `sizes` the records per file (stats.json's `shard_sizes`;
-  counted when not given).
+  counted when not given); `max_per_row` the most examples packed in a row
+  (data.max_examples_per_row); `nsp_weight` 0 when the data has no sentence task.
   """
   if global_batch % num_streams:
     raise InputError(f"train.global_batch_size={global_batch} is not a multiple of "
@@ -178,7 +204,7 @@ def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_l
               seq_len=seq_len,
               vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
               seed=seed, shuffle_buffer=shuffle_buffer, first_batch=first_batch,
-              special=special)
+              special=special, max_per_row=max_per_row, nsp_weight=nsp_weight)
       for g in process_streams(num_streams, process_index, process_count)]
   ds = tf.data.Dataset.zip(tuple(streams))
   ds = ds.map(lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]},

@@ -29,7 +29,7 @@ from typing import Iterable, Iterator
 import tensorflow as tf
 import tqdm
 
-from bert_jax import corpus, pairs, tokenizer, words
+from bert_jax import corpus, packing, pairs, tokenizer, words
 from bert_jax.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,16 @@ def _feature(values) -> tf.train.Feature:
 
 
 def serialize(ex: pairs.Example, whole_words: bool = False) -> bytes:
-  feature = {
-      "input_ids": _feature(ex.input_ids),
-      "segment_ids": _feature(ex.segment_ids),
-      "next_sentence_label": _feature([ex.next_sentence_label]),
-  }
+  return serialize_row([ex], whole_words)
+
+
+def serialize_row(row: list[pairs.Example], whole_words: bool = False) -> bytes:
+  """One shard record: a row of one or more (packed) examples."""
+  f = packing.concat(row)
+  feature = {k: _feature(f[k]) for k in ("input_ids", "segment_ids",
+                                         "next_sentence_label", "example_lengths")}
   if whole_words:
-    feature["word_start"] = _feature(ex.word_start)
+    feature["word_start"] = _feature(f["word_start"])
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -270,14 +273,16 @@ def run(config, workdir: str) -> dict:
       counts["real_tokens"] += sum(len(e.input_ids) for e in examples)
       counts["label_1"] += sum(e.next_sentence_label for e in examples)
       progress.update(chunk_counts["documents"])
-      yield from (serialize(e, d.whole_word_masking) for e in examples)
+      rows = packing.pack(examples, d.max_seq_length, d.max_examples_per_row)
+      counts["rows"] += len(rows)
+      yield from (serialize_row(r, d.whole_word_masking) for r in rows)
 
   sizes = shuffle_to_shards(records(), out_dir, d.num_shards, config.train.seed)
   progress.close()
   if not counts["documents"]:
     raise InputError(f"no text found in {d.input or 'the embedded corpus'}")
-  if counts["examples"] < d.num_shards:
-    raise InputError(f"only {counts['examples']} examples for {d.num_shards} shards")
+  if counts["rows"] < d.num_shards:
+    raise InputError(f"only {counts['rows']} rows for {d.num_shards} shards")
   check_token_ids(shard_paths(out_dir, d.num_shards), tok.vocab_size)
   eval_examples = write_eval(held_out, out_dir, settings, tok, d.eval_examples)
 
@@ -291,7 +296,12 @@ def run(config, workdir: str) -> dict:
       # Fraction of label 1: B random (nsp), A and B swapped (sop), 0 (none).
       "label_fraction": counts["label_1"] / counts["examples"],
       "max_seq_length": d.max_seq_length,
+      # Rows written: examples packed up to data.max_examples_per_row per row.
+      "rows": counts["rows"],
+      "max_examples_per_row": d.max_examples_per_row,
       "padding_fraction":
+          1 - counts["real_tokens"] / (counts["rows"] * d.max_seq_length),
+      "padding_fraction_unpacked":
           1 - counts["real_tokens"] / (counts["examples"] * d.max_seq_length),
       # Sentences longer than an example, split rather than truncated.
       "long_sentences": counts["long_sentences"],

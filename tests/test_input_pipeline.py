@@ -53,7 +53,7 @@ def test_batch_layout(shards):
   for batch in _batches(shards, num=3):
     assert batch["input_ids"].shape == (8, SEQ)
     assert batch["masked_positions"].shape == (8, PRED)
-    assert batch["next_sentence_label"].shape == (8,)
+    assert batch["next_sentence_label"].shape == (8, 1)  # one example per row
     np.testing.assert_array_equal(batch["attention_mask"], batch["input_ids"] != 0)
     assert (batch["input_ids"][:, 0] == tokenizer.CLS_ID).all()
 

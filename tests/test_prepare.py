@@ -70,9 +70,9 @@ def test_prepare_writes_balanced_shards_and_stats(tmp_path, tiny_config):
   (tmp_path / "in.txt").write_text(text, encoding="utf-8")
   config = tiny_config.copy_and_resolve_references()
   config.unlock()
-  config.data.input = str(tmp_path / "in.txt")
+  config.data.update(input=str(tmp_path / "in.txt"), num_shards=4, eval_documents=0,
+                     max_examples_per_row=1)
   config.model.vocab_size = 200
-  config.data.num_shards = 4
   stats = prepare.run(config, str(tmp_path / "work"))
   files = prepare.shard_files(str(tmp_path / "work" / "data"))
   assert len(files) == 4
@@ -172,9 +172,10 @@ def test_pairs_carry_word_starts():
 
 
 def _config(tiny_config, **data):
+  """Counting tests see every document and one example per row."""
   config = tiny_config.copy_and_resolve_references()
   config.unlock()
-  config.data.update(data)
+  config.data.update({"eval_documents": 0, "max_examples_per_row": 1, **data})
   return config
 
 

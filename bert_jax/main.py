@@ -3,7 +3,10 @@
 Subcommands: prepare (corpus -> tokenizer + shards), pretrain (train/resume), demo
 (prepare + pretrain tiny on the embedded corpus + accuracy report), plan (per-device
 memory of the train step for a mesh, compiled on emulated CPU devices), convert
-(`bert-jax convert --from {hf,tf1,orbax} SRC --to {orbax,hf} DST`).
+(`bert-jax convert --from {hf,tf1,orbax} SRC --to {orbax,hf} DST`), finetune (a new
+task head on a pretrained encoder: `--config configs/finetune.py:{classification,
+tagging,qa} --config.init_from=PATH`), predict (`--workdir DIR --input FILE --output
+FILE.jsonl` with a fine-tuned workdir).
 The work lives in library modules; this file only parses flags and dispatches.
 """
 
@@ -21,7 +24,8 @@ from ml_collections import config_flags
 
 from bert_jax.errors import InputError
 
-SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan", "convert")
+SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan", "convert",
+               "finetune", "predict")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/pretrain.py:tiny.",
@@ -44,6 +48,8 @@ _FROM = flags.DEFINE_enum(
     "from", None, ["hf", "tf1", "orbax"],
     "convert: source format (HF dir, Google TF1 checkpoint dir, pretrain/Orbax dir).")
 _TO = flags.DEFINE_enum("to", None, ["orbax", "hf"], "convert: destination format.")
+_INPUT = flags.DEFINE_string("input", None, "predict: file in the task's training format.")
+_OUTPUT = flags.DEFINE_string("output", None, "predict: JSON lines written here.")
 
 
 def _init_distributed() -> None:
@@ -61,6 +67,17 @@ def _dispatch(command: str, args=()) -> None:
     if _FROM.value is None or _TO.value is None:
       raise InputError("convert needs --from {hf,tf1,orbax} and --to {orbax,hf}")
     convert.convert(args[0], _FROM.value, args[1], _TO.value)
+    return
+  if command in ("finetune", "predict"):
+    from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+    if command == "predict":
+      if not (_WORKDIR.value and _INPUT.value and _OUTPUT.value):
+        raise InputError("predict needs --workdir, --input and --output")
+      finetune.predict(_WORKDIR.value, _INPUT.value, _OUTPUT.value)
+    elif _CONFIG.value is None or _WORKDIR.value is None:
+      raise InputError("finetune needs --config and --workdir")
+    else:
+      finetune.run(_CONFIG.value, _WORKDIR.value)
     return
   # Imported here so `bert-jax --help` stays fast.
   from bert_jax import demo, plan, prepare, pretrain  # pylint: disable=g-import-not-at-top

@@ -146,12 +146,12 @@ class EncoderLayer(nn.Module):
     return _constrain(_layer_norm(cfg, "output_layer_norm")(x + h))
 
 
-class BertForPreTraining(nn.Module):
-  """Encoder + MLM head (decoder tied to word embeddings) + NSP head.
+class BertEncoder(nn.Module):
+  """Embeddings, the encoder stack and the pooler: what every task model shares.
 
-  Returns a dict with `sequence_output` [B,S,H], `pooled_output` [B,H],
-  `mlm_logits` ([B,P,V] at `masked_positions` when given, else [B,S,V]) and
-  `nsp_logits` [B,2]. Logits are float32 whatever the compute dtype.
+  Pretraining and fine-tuning models subclass it and add their heads in `setup`, so
+  the encoder's params sit at the same top-level names (`embeddings`, `layer_i` or
+  `layers`, `pooler`) in every model and move between them as they are.
   """
   cfg: BertConfig
 
@@ -169,11 +169,6 @@ class BertForPreTraining(nn.Module):
     else:
       self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
     self.pooler = _dense(cfg, cfg.hidden_size, "embed", "embed_out", "pooler")
-    self.mlm_transform = _dense(cfg, cfg.hidden_size, "embed", "embed_out", "mlm_transform")
-    self.mlm_layer_norm = _layer_norm(cfg, "mlm_layer_norm")
-    self.mlm_output_bias = self.param(
-        "mlm_output_bias", _zeros(("vocab",)), (cfg.vocab_size,), cfg.param_dtype)
-    self.nsp = _dense(cfg, 2, "embed", "classes", "nsp")
 
   def encode(self, input_ids, token_type_ids=None, attention_mask=None,
              position_ids=None, deterministic=True):
@@ -205,6 +200,24 @@ class BertForPreTraining(nn.Module):
         in_axes=nn.broadcast, length=self.cfg.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"})
     return scan(self.layers, x, mask)[0]
+
+
+class BertForPreTraining(BertEncoder):
+  """Encoder + MLM head (decoder tied to word embeddings) + NSP head.
+
+  Returns a dict with `sequence_output` [B,S,H], `pooled_output` [B,H],
+  `mlm_logits` ([B,P,V] at `masked_positions` when given, else [B,S,V]) and
+  `nsp_logits` [B,2]. Logits are float32 whatever the compute dtype.
+  """
+
+  def setup(self):
+    super().setup()
+    cfg = self.cfg
+    self.mlm_transform = _dense(cfg, cfg.hidden_size, "embed", "embed_out", "mlm_transform")
+    self.mlm_layer_norm = _layer_norm(cfg, "mlm_layer_norm")
+    self.mlm_output_bias = self.param(
+        "mlm_output_bias", _zeros(("vocab",)), (cfg.vocab_size,), cfg.param_dtype)
+    self.nsp = _dense(cfg, 2, "embed", "classes", "nsp")
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                position_ids=None, masked_positions=None, deterministic=True):

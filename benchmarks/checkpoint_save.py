@@ -1,0 +1,66 @@
+"""How long a checkpoint save blocks the training loop, async vs sync.
+
+    python benchmarks/checkpoint_save.py [--size base] [--saves 3]
+
+Builds the pretraining state of SIZE (params + LAMB state, fp32) the way `pretrain`
+does, then saves it with the same `checkpoints.save` into a fresh workdir, once with
+Orbax's async checkpointing and once without. Prints one JSON line: the seconds each
+save call kept the caller (the loop) waiting, and the seconds until the checkpoint
+was complete on disk.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import jax
+
+from bert_jax import checkpoints, model as model_lib, pretrain
+from bert_jax.configs import pretrain as pretrain_configs
+
+
+def measure(state, workdir: str, async_save: bool, saves: int) -> dict:
+  mngr = checkpoints.manager(workdir, keep=1, async_save=async_save)
+  blocked, complete = [], []
+  for i in range(saves):
+    state = state.replace(step=state.step + 1)
+    start = time.perf_counter()
+    checkpoints.save(mngr, state, {"stream_examples": i})
+    blocked.append(time.perf_counter() - start)
+    mngr.wait_until_finished()
+    complete.append(time.perf_counter() - start)
+  mngr.close()
+  return {"blocking_s": round(statistics.median(blocked), 3),
+          "complete_s": round(statistics.median(complete), 3)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--size", default="base")
+  parser.add_argument("--saves", type=int, default=3)
+  parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+  args = parser.parse_args()
+  config = pretrain_configs.get_config(args.size)
+  config.unlock()
+  config.mesh.shape = (1, 1, 1)
+  with jax.default_device(jax.devices()[0]):
+    s = pretrain.setup(config)
+    state = s.init(0)
+  jax.block_until_ready(state)
+  size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+  root = args.dir or tempfile.mkdtemp(prefix="bert_jax_ckpt_")
+  result = {"size": args.size, "params": model_lib.count_params(state.params),
+            "checkpoint_gib": round(size / 2**30, 3)}
+  for name, async_save in (("async", True), ("sync", False)):
+    workdir = os.path.join(root, name)
+    result[name] = measure(state, workdir, async_save, args.saves)
+    shutil.rmtree(workdir, ignore_errors=True)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()

@@ -87,6 +87,20 @@ def _parse(records, seq_len: int, max_per_row: int, nsp_weight: float):
   return out
 
 
+def _with_static_masks(ex: dict, records, predictions: int) -> dict:
+  """The masks stored in the rows, as masked_positions/ids/weights [B, P]."""
+  stored = tf.io.parse_example(records, {"masked_positions": tf.io.VarLenFeature(tf.int64),
+                                         "masked_ids": tf.io.VarLenFeature(tf.int64)})
+  dense = lambda x: tf.ensure_shape(tf.cast(tf.sparse.to_dense(
+      tf.sparse.reset_shape(x, [tf.shape(records)[0], predictions]), -1),
+      tf.int32), [None, predictions])
+  positions, ids = dense(stored["masked_positions"]), dense(stored["masked_ids"])
+  ex = {k: v for k, v in ex.items() if k != "word_start"}
+  return {**ex, "masked_positions": tf.maximum(positions, 0),
+          "masked_ids": tf.maximum(ids, 0),
+          "masked_weights": tf.cast(positions >= 0, tf.float32)}
+
+
 def shard_sizes(files: list[str]) -> list[int]:
   """Records per shard, by reading them: for data whose stats.json predates
   `shard_sizes`."""
@@ -115,8 +129,8 @@ def _visits(shards: list[str], sizes: list[int], seed: int, stream: int, start: 
 def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *,
             batch: int, seq_len: int, vocab_size: int, mask_prob: float,
             max_predictions: int, seed: int, shuffle_buffer: int, first_batch: int,
-            special: tokenizer.SpecialIds, max_per_row: int,
-            nsp_weight: float) -> tf.data.Dataset:
+            special: tokenizer.SpecialIds, max_per_row: int, nsp_weight: float,
+            static_masks: bool) -> tf.data.Dataset:
   """Endless masked batches of one stream, a pure function of the stream position.
 
   Example n of the stream is fixed by (seed, stream, n): epoch e visits the shards in
@@ -153,19 +167,25 @@ def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *
   return masked_batches(
       visits.flat_map(read), stream_seed, first_batch, batch=batch, seq_len=seq_len,
       vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
-      special=special, max_per_row=max_per_row, nsp_weight=nsp_weight)
+      special=special, max_per_row=max_per_row, nsp_weight=nsp_weight,
+      static_masks=static_masks)
 
 
 def masked_batches(records: tf.data.Dataset, seed: tf.Tensor, first_batch: int = 0, *,
                    batch: int, seq_len: int, drop_remainder: bool = True,
                    max_per_row: int = 1, nsp_weight: float = 1.0,
-                   **mask_args) -> tf.data.Dataset:
+                   static_masks: bool = False, **mask_args) -> tf.data.Dataset:
   """Batches of parsed, padded, masked rows. Batch k (counting from `first_batch`)
   is masked with the stateless seed fold_in(seed, k); parsing and masking work on
-  whole batches (vectorised), not example by example."""
+  whole batches (vectorised), not example by example. With `static_masks` the rows
+  carry the masks `prepare` drew (data.masking="static") and are used as they are."""
   ds = records.batch(batch, drop_remainder=drop_remainder)
-  ds = ds.map(lambda r: _parse(r, seq_len, max_per_row, nsp_weight),
-              num_parallel_calls=tf.data.AUTOTUNE)
+  parse = lambda r: _parse(r, seq_len, max_per_row, nsp_weight)
+  if static_masks:
+    predictions = mask_args["max_predictions"]
+    return ds.map(lambda r: _with_static_masks(parse(r), r, predictions),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
   def mask(index, ex):
     ex = dict(ex)
@@ -183,14 +203,15 @@ def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_l
                  shuffle_buffer: int = 2_000, first_batch: int = 0,
                  special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS,
                  sizes: list[int] | None = None, max_per_row: int = 1,
-                 nsp_weight: float = 1.0) -> tf.data.Dataset:
+                 nsp_weight: float = 1.0, static_masks: bool = False) -> tf.data.Dataset:
   """This process's rows of every global batch: [global_batch / process_count, ...].
 
   `first_batch` is the number of global batches already consumed (resume); `special`
   the special ids of the vocabulary the shards were tokenized with ([PAD] must be 0:
   rows are zero-padded); `sizes` the records per file (stats.json's `shard_sizes`;
   counted when not given); `max_per_row` the most examples packed in a row
-  (data.max_examples_per_row); `nsp_weight` 0 when the data has no sentence task.
+  (data.max_examples_per_row); `nsp_weight` 0 when the data has no sentence task;
+  `static_masks` when the shards carry their masks (data.masking="static").
   """
   if global_batch % num_streams:
     raise InputError(f"train.global_batch_size={global_batch} is not a multiple of "
@@ -204,7 +225,8 @@ def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_l
               seq_len=seq_len,
               vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
               seed=seed, shuffle_buffer=shuffle_buffer, first_batch=first_batch,
-              special=special, max_per_row=max_per_row, nsp_weight=nsp_weight)
+              special=special, max_per_row=max_per_row, nsp_weight=nsp_weight,
+              static_masks=static_masks)
       for g in process_streams(num_streams, process_index, process_count)]
   ds = tf.data.Dataset.zip(tuple(streams))
   ds = ds.map(lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]},

@@ -6,6 +6,7 @@ seeds batch k of stream g with fold_in((seed, g), k), a pure function of the dat
 position, so the masks are the same on any host count, mesh or restart.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from bert_jax import tokenizer
@@ -119,3 +120,26 @@ def mask_tokens(input_ids: tf.Tensor, seed: tf.Tensor, *,
   out = mask_batch(input_ids[None], seed,
                    word_start=None if word_start is None else word_start[None], **kwargs)
   return {k: v[0] for k, v in out.items()}
+
+
+def mask_rows(rows: list[list[int]], seq_len: int, seed, *,
+              word_start: list[list[int]] | None = None, **kwargs) -> list[dict]:
+  """Static masking (Google's create_pretraining_data): `mask_batch` over token
+  lists at prepare time; per row the masked ids and the real predictions only."""
+  ids = np.zeros((len(rows), seq_len), np.int32)
+  starts = np.ones((len(rows), seq_len), np.int32)
+  for i, row in enumerate(rows):
+    ids[i, :len(row)] = row
+    if word_start is not None:
+      starts[i, :len(row)] = word_start[i]
+  out = mask_batch(tf.constant(ids), tf.constant(seed, tf.int64),
+                   word_start=None if word_start is None else tf.constant(starts),
+                   **kwargs)
+  out = {k: v.numpy() for k, v in out.items()}
+  result = []
+  for i, row in enumerate(rows):
+    real = out["masked_weights"][i] > 0
+    result.append({"input_ids": out["input_ids"][i, :len(row)].tolist(),
+                   "masked_positions": out["masked_positions"][i][real].tolist(),
+                   "masked_ids": out["masked_ids"][i][real].tolist()})
+  return result

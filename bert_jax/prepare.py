@@ -29,7 +29,7 @@ from typing import Iterable, Iterator
 import tensorflow as tf
 import tqdm
 
-from bert_jax import corpus, packing, pairs, tokenizer, words
+from bert_jax import corpus, masking, packing, pairs, tokenizer, words
 from bert_jax.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -50,11 +50,14 @@ def serialize(ex: pairs.Example, whole_words: bool = False) -> bytes:
   return serialize_row([ex], whole_words)
 
 
-def serialize_row(row: list[pairs.Example], whole_words: bool = False) -> bytes:
-  """One shard record: a row of one or more (packed) examples."""
-  f = packing.concat(row)
-  feature = {k: _feature(f[k]) for k in ("input_ids", "segment_ids",
-                                         "next_sentence_label", "example_lengths")}
+def serialize_row(row: list[pairs.Example], whole_words: bool = False,
+                  masks: dict | None = None) -> bytes:
+  """One shard record: a row of one or more (packed) examples; with static masking
+  its masked ids and predictions (masking.mask_rows)."""
+  f = {**packing.concat(row), **(masks or {})}
+  names = ("input_ids", "segment_ids", "next_sentence_label", "example_lengths")
+  names += ("masked_positions", "masked_ids") if masks else ()
+  feature = {k: _feature(f[k]) for k in names}
   if whole_words:
     feature["word_start"] = _feature(f["word_start"])
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
@@ -265,9 +268,12 @@ def run(config, workdir: str) -> dict:
   # The first documents are held out for evaluation, before any is trained on.
   held_out = list(itertools.islice(docs, d.eval_documents))
 
+  if d.masking not in ("dynamic", "static"):
+    raise InputError(f"data.masking={d.masking!r}; choose 'dynamic' or 'static'")
+
   def records():
-    for examples, chunk_counts in _results(
-        _jobs(docs, d.chunk_documents), settings, tok, d.prepare_workers):
+    for index, (examples, chunk_counts) in enumerate(_results(
+        _jobs(docs, d.chunk_documents), settings, tok, d.prepare_workers)):
       counts.update(chunk_counts)
       counts["examples"] += len(examples)
       counts["real_tokens"] += sum(len(e.input_ids) for e in examples)
@@ -275,7 +281,16 @@ def run(config, workdir: str) -> dict:
       progress.update(chunk_counts["documents"])
       rows = packing.pack(examples, d.max_seq_length, d.max_examples_per_row)
       counts["rows"] += len(rows)
-      yield from (serialize_row(r, d.whole_word_masking) for r in rows)
+      masks = [None] * len(rows)
+      if d.masking == "static":  # fixed now, per chunk: (seed, chunk) seeds the masks
+        masks = masking.mask_rows(
+            [packing.concat(r)["input_ids"] for r in rows], d.max_seq_length,
+            (config.train.seed, index),
+            word_start=([packing.concat(r)["word_start"] for r in rows]
+                        if d.whole_word_masking else None),
+            vocab_size=tok.vocab_size, mask_prob=d.mask_prob,
+            max_predictions=d.max_predictions_per_seq, special=tok.special)
+      yield from (serialize_row(r, d.whole_word_masking, m) for r, m in zip(rows, masks))
 
   sizes = shuffle_to_shards(records(), out_dir, d.num_shards, config.train.seed)
   progress.close()
@@ -306,6 +321,8 @@ def run(config, workdir: str) -> dict:
       # Sentences longer than an example, split rather than truncated.
       "long_sentences": counts["long_sentences"],
       "whole_word_masking": d.whole_word_masking,
+      # "static": masks written here, the same every epoch; "dynamic": drawn per batch.
+      "masking": d.masking,
       **({"tokens_per_word": counts["tokens"] / max(counts["words"], 1)}
          if d.whole_word_masking else {}),
       "num_shards": d.num_shards,

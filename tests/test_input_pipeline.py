@@ -122,3 +122,28 @@ def test_whole_word_shards_mask_whole_words(tmp_path):
       chosen = batch["masked_positions"][row][batch["masked_weights"][row] > 0]
       words = {(p - 1) // 3 if p < 10 else (p - 11) // 3 + 3 for p in chosen}
       assert len(chosen) == 3 * len(words) > 0, chosen
+
+
+def test_static_masks_are_the_same_every_epoch(tmp_path, tiny_config):
+  config = tiny_config.copy_and_resolve_references()
+  config.unlock()
+  config.data.update(max_documents=60, eval_documents=0, num_shards=4, num_streams=4,
+                     masking="static", max_examples_per_row=1, dupe_factor=1)
+  stats = prepare.run(config, str(tmp_path))
+  assert stats["masking"] == "static"
+  files = prepare.shard_files(str(tmp_path / "data"))
+  per_epoch = sum(stats["shard_sizes"]) // 8
+  ds = input_pipeline.make_dataset(
+      files, global_batch=8, num_streams=4, seq_len=128, vocab_size=stats["vocab_size"],
+      mask_prob=0.15, max_predictions=20, seed=0, sizes=stats["shard_sizes"],
+      static_masks=True)
+  batches = list(ds.take(2 * per_epoch + 2).as_numpy_iterator())
+  seen = {}
+  for b in batches:
+    assert b["masked_weights"].sum() > 0
+    for i in range(8):
+      key = (tuple(_unmasked_ids(b)[i]), b["next_sentence_label"][i, 0])
+      masked = (tuple(b["input_ids"][i]), tuple(b["masked_positions"][i]))
+      # An example read again (next epoch) has exactly the masks it had.
+      assert seen.setdefault(key, masked) == masked
+  assert len(seen) < 8 * len(batches)  # examples did come round again

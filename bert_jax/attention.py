@@ -8,10 +8,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert_jax import dropout as dropout_lib
+
 
 def padding_mask(attention_mask: jax.Array) -> jax.Array:
   """[B, S] with 1 = real token -> boolean [B, 1, 1, S]: every query sees real keys."""
   return attention_mask.astype(bool)[:, None, None, :]
+
+
+def packing_mask(example_ids: jax.Array) -> jax.Array:
+  """[B, S] example number of each token (0 = padding) -> boolean [B, 1, S, S]: a
+  token sees only the real tokens of its own example (packed rows)."""
+  same = example_ids[:, :, None] == example_ids[:, None, :]
+  return (same & (example_ids[:, None, :] > 0))[:, None]
 
 
 class Projection(nn.Module):
@@ -68,7 +77,7 @@ class SelfAttention(nn.Module):
       logits = logits / jnp.sqrt(jnp.float32(head_dim))
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
       probs = jax.nn.softmax(logits, axis=-1)
-      probs = nn.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
+      probs = dropout_lib.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
       out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=mask)

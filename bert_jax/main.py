@@ -2,7 +2,8 @@
 
 Subcommands: prepare (corpus -> tokenizer + shards), pretrain (train/resume), demo
 (prepare + pretrain tiny on the embedded corpus + accuracy report), plan (per-device
-memory of the train step for a mesh, compiled on emulated CPU devices), convert
+memory of the train step for a mesh, compiled on emulated CPU devices), benchmark
+(`--what step`: throughput and MFU of the pretrain step, one JSON line), convert
 (`bert-jax convert --from {hf,tf1,orbax} SRC --to {orbax,hf} DST`), finetune (a new
 task head on a pretrained encoder: `--config configs/finetune.py:{classification,
 tagging,qa} --config.init_from=PATH`), predict (`--workdir DIR --input FILE --output
@@ -22,9 +23,9 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from bert_jax.errors import InputError
+from bert_jax.errors import InputError, TrainingStopped
 
-SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan", "convert",
+SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan", "benchmark", "convert",
                "finetune", "predict")
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -50,6 +51,9 @@ _FROM = flags.DEFINE_enum(
 _TO = flags.DEFINE_enum("to", None, ["orbax", "hf"], "convert: destination format.")
 _INPUT = flags.DEFINE_string("input", None, "predict: file in the task's training format.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict: JSON lines written here.")
+_WHAT = flags.DEFINE_enum("what", "step", ["step"],
+                          "benchmark: what to time (step: the pretrain train step).")
+_STEPS = flags.DEFINE_integer("steps", 10, "benchmark: timed steps after warm-up.")
 
 
 def _init_distributed() -> None:
@@ -80,16 +84,20 @@ def _dispatch(command: str, args=()) -> None:
       finetune.run(_CONFIG.value, _WORKDIR.value)
     return
   # Imported here so `bert-jax --help` stays fast.
-  from bert_jax import demo, plan, prepare, pretrain  # pylint: disable=g-import-not-at-top
+  from bert_jax import benchmark, demo, plan, prepare, pretrain  # pylint: disable=g-import-not-at-top
   if command == "demo":
     demo.run(_WORKDIR.value or "demo_workdir", _CONFIG.value)
     return
+  if _CONFIG.value is None:
+    raise InputError(f"{command} needs --config")
   if command == "plan":
-    if _CONFIG.value is None:
-      raise InputError("plan needs --config")
     plan.run(_CONFIG.value, _HBM_GIB.value)
     return
-  if _CONFIG.value is None or _WORKDIR.value is None:
+  if command == "benchmark":
+    # --workdir is optional: where train.profile_steps traces go.
+    benchmark.run(_CONFIG.value, _WHAT.value, _STEPS.value, workdir=_WORKDIR.value)
+    return
+  if _WORKDIR.value is None:
     raise InputError(f"{command} needs --config and --workdir")
   {"prepare": prepare.run, "pretrain": pretrain.run}[command](_CONFIG.value, _WORKDIR.value)
 
@@ -121,7 +129,7 @@ def main(argv) -> None:
     ours.setLevel(std_logging.WARNING)
   try:
     _dispatch(argv[1], argv[2:])
-  except InputError as e:
+  except (InputError, TrainingStopped) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax import attention
+from bert_jax import attention, dropout
 
 
 # Rematerialisation of each encoder layer in the backward pass: what its forward
@@ -105,7 +105,7 @@ class Embeddings(nn.Module):
     self.token_type_embeddings = embed(
         cfg.type_vocab_size, ("token_type", "embed"), "token_type_embeddings")
     self.layer_norm = _layer_norm(cfg, "layer_norm")
-    self.dropout = nn.Dropout(cfg.hidden_dropout)
+    self.dropout = dropout.Dropout(cfg.hidden_dropout)
 
   def __call__(self, input_ids, token_type_ids, position_ids, deterministic):
     x = (self._lookup(self.word_embeddings, input_ids, "vocab")
@@ -137,12 +137,12 @@ class EncoderLayer(nn.Module):
         num_heads=cfg.num_heads, dropout=cfg.attention_dropout,
         initializer_range=cfg.initializer_range, dtype=cfg.dtype,
         param_dtype=cfg.param_dtype, name="attention")(x, mask, deterministic)
-    h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+    h = dropout.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
     x = _layer_norm(cfg, "attention_layer_norm")(x + h)
     h = _dense(cfg, cfg.intermediate_size, "embed", "mlp", "intermediate")(x)
     h = nn.gelu(h, approximate=False)
     h = _dense(cfg, cfg.hidden_size, "mlp", "embed", "output")(h)
-    h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
+    h = dropout.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
     return _constrain(_layer_norm(cfg, "output_layer_norm")(x + h))
 
 
@@ -171,8 +171,11 @@ class BertEncoder(nn.Module):
     self.pooler = _dense(cfg, cfg.hidden_size, "embed", "embed_out", "pooler")
 
   def encode(self, input_ids, token_type_ids=None, attention_mask=None,
-             position_ids=None, deterministic=True):
-    """Runs embeddings and the encoder; returns (sequence_output, pooled_output)."""
+             position_ids=None, deterministic=True, example_ids=None):
+    """Runs embeddings and the encoder; returns (sequence_output, pooled_output).
+
+    `example_ids` [B, S] (1, 2, ... per packed example, 0 = padding) keeps packed
+    examples apart in attention; without it every token sees every real token."""
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     if attention_mask is None:
@@ -180,7 +183,8 @@ class BertEncoder(nn.Module):
     if position_ids is None:
       position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-    mask = attention.padding_mask(attention_mask)
+    mask = (attention.padding_mask(attention_mask) if example_ids is None
+            else attention.packing_mask(example_ids))
     x = self._run_layers(x, mask, deterministic)
     pooled = jnp.tanh(self.pooler(x[:, 0]))
     return x, pooled
@@ -207,7 +211,9 @@ class BertForPreTraining(BertEncoder):
 
   Returns a dict with `sequence_output` [B,S,H], `pooled_output` [B,H],
   `mlm_logits` ([B,P,V] at `masked_positions` when given, else [B,S,V]) and
-  `nsp_logits` [B,2]. Logits are float32 whatever the compute dtype.
+  `nsp_logits` [B,2] — or, for packed rows with `cls_positions` [B,K] (the [CLS]
+  of each example), pooled and NSP per example, [B,K,H] and [B,K,2]. Logits are
+  float32 whatever the compute dtype.
   """
 
   def setup(self):
@@ -220,9 +226,13 @@ class BertForPreTraining(BertEncoder):
     self.nsp = _dense(cfg, 2, "embed", "classes", "nsp")
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
-               position_ids=None, masked_positions=None, deterministic=True):
+               position_ids=None, masked_positions=None, deterministic=True,
+               example_ids=None, cls_positions=None):
     x, pooled = self.encode(input_ids, token_type_ids, attention_mask, position_ids,
-                            deterministic)
+                            deterministic, example_ids)
+    if cls_positions is not None:  # one pooled vector per packed example
+      pooled = jnp.tanh(self.pooler(
+          jnp.take_along_axis(x, cls_positions[..., None], axis=1)))
     h = x
     if masked_positions is not None:
       # Only the masked positions go through the vocab projection: at seq 128 with

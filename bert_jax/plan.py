@@ -10,11 +10,10 @@ import json
 import logging
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax import model as model_lib, optimizer, sharding, train_step
+from bert_jax import model as model_lib, pretrain
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +34,10 @@ def _total_bytes(abstract_tree) -> int:
 
 def run(config, hbm_gib: float = 0.0) -> dict:
   """Returns (and logs) the memory plan; `hbm_gib` > 0 flags a plan that does not fit."""
-  mesh = sharding.make_mesh(config.mesh.shape)
-  model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config.model))
-  tx, lr_fn = optimizer.make(config.optimizer, config.train.num_steps)
-  rules = tuple(tuple(r) for r in config.mesh.rules)
-  seq, batch = config.data.max_seq_length, config.train.global_batch_size
-  preds = config.data.max_predictions_per_seq
-  abstract, shardings = train_step.abstract_state(model, tx, mesh, rules, seq)
-  batch_sh = sharding.batch_sharding(mesh, rules)
-  spec = lambda shape, dtype=jnp.int32: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sh)
-  abstract_batch = {
-      "input_ids": spec((batch, seq)), "token_type_ids": spec((batch, seq)),
-      "attention_mask": spec((batch, seq)), "masked_positions": spec((batch, preds)),
-      "masked_ids": spec((batch, preds)),
-      "masked_weights": spec((batch, preds), jnp.float32),
-      "next_sentence_label": spec((batch,)),
-  }
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    step = train_step.jit_train_step(model, tx, shardings, batch_sh,
-                                     sharding.replicated(mesh), lr_fn)
-    compiled = step.lower(abstract, abstract_batch, jax.random.key(0)).compile()
+  s = pretrain.setup(config)  # the step `pretrain` runs
+  compiled = s.lower().compile()
+  abstract, mesh, shardings = s.abstract, s.mesh, s.shardings
+  batch, seq = s.abstract_batch["input_ids"].shape
   memory = compiled.memory_analysis()
 
   params = _bytes_per_device(abstract.params, shardings.params)

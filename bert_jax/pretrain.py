@@ -1,22 +1,30 @@
 """The pretraining loop: data, sharded state, restore, steps, metrics, checkpoints.
 
-Resume order: the latest checkpoint in WORKDIR, else a fresh init. Running the same
-command again continues where the last run stopped.
+Resume order: the latest checkpoint in WORKDIR (params, optimizer state, step and the
+data position, so the run continues bit for bit), else config.init_from, else a fresh
+init. Running the same command again continues where the last run stopped; SIGTERM
+or a preemption notice saves at the current step and exits cleanly.
 """
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
-import time
+from typing import Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
+import optax
 import tensorflow as tf
 
 import bert_jax
-from bert_jax import (checkpoints, input_pipeline, metrics, model as model_lib,
-                      optimizer, prepare, sharding, tokenizer, train_step)
+from bert_jax import (checkpoints, evaluate, flops, input_pipeline, metrics,
+                      model as model_lib,
+                      nonfinite, optimizer, preemption, prepare, sharding, tokenizer,
+                      train_step)
 from bert_jax.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -33,8 +41,9 @@ def check_batch(global_batch: int, mesh) -> None:
                      f"{jax.process_count()} processes")
 
 
-def ensure_data(config, workdir: str) -> list[str]:
-  """Prepared shard files, running `prepare` on process 0 first if there are none."""
+def ensure_data(config, workdir: str) -> tuple[list[str], dict]:
+  """Prepared shard files and their stats, running `prepare` on process 0 first if
+  there are none."""
   data_dir = prepare.data_dir(config, workdir)
   stats_file = os.path.join(data_dir, prepare.STATS_FILE)
   if not tf.io.gfile.exists(stats_file):
@@ -44,136 +53,301 @@ def ensure_data(config, workdir: str) -> list[str]:
       prepare.run(config, workdir)
     multihost_utils.sync_global_devices("bert_jax.prepare")
   with tf.io.gfile.GFile(stats_file) as f:
-    prepared_len = json.load(f)["max_seq_length"]
+    stats = json.load(f)
+  prepared_len = stats["max_seq_length"]
   if prepared_len > config.data.max_seq_length:
     # Cutting prepared pairs would drop their final [SEP] and part of segment B.
     raise InputError(f"{data_dir} was prepared for max_seq_length={prepared_len}, longer "
                      f"than data.max_seq_length={config.data.max_seq_length}")
-  return prepare.shard_files(data_dir)
+  if stats.get("max_examples_per_row", 1) > config.data.max_examples_per_row:
+    raise InputError(f"{data_dir} packs up to {stats['max_examples_per_row']} examples "
+                     f"per row; set data.max_examples_per_row to at least that")
+  if stats["vocab_size"] > config.model.vocab_size:
+    raise InputError(f"{data_dir} was tokenized with {stats['vocab_size']} tokens, more "
+                     f"than model.vocab_size={config.model.vocab_size}")
+  return prepare.shard_files(data_dir), stats
 
 
-def _check_same_shapes(params, expected, what: str) -> None:
-  """InputError listing every parameter missing, unexpected or of another shape."""
-  got = {jax.tree_util.keystr(k): v.shape
-         for k, v in jax.tree_util.tree_leaves_with_path(params)}
-  want = {jax.tree_util.keystr(k): v.shape
-          for k, v in jax.tree_util.tree_leaves_with_path(expected)}
-  problems = [f"{k}: missing" for k in sorted(want.keys() - got.keys())]
-  problems += [f"{k}: unexpected" for k in sorted(got.keys() - want.keys())]
-  problems += [f"{k}: {got[k]} vs model {want[k]}" for k in sorted(got.keys() & want.keys())
-               if tuple(got[k]) != tuple(want[k])]
-  if problems:
-    raise InputError(f"{what} does not fit the configured model: " + "; ".join(problems))
+def special_ids(stats: dict) -> tokenizer.SpecialIds:
+  """The special ids the shards were written with (SentencePiece's for data prepared
+  before stats recorded them)."""
+  return tokenizer.SpecialIds(**stats.get("special_ids", {}))
 
 
 def _adopt_tokenizer(config, workdir: str) -> None:
-  """Continued pretraining must tokenize as the source did: copy its SentencePiece
-  model into a workdir that has none yet (prepare then uses it). A source without
-  one (a converted Google/HF checkpoint has a WordPiece vocab.txt) is refused unless
-  the data is already prepared: a newly trained tokenizer would not match its
-  embeddings."""
+  """Continued pretraining must tokenize as the source did: copy its tokenizer (our
+  SentencePiece model, or the WordPiece vocab.txt of an imported Google/HF
+  checkpoint) into a workdir that has none yet; `prepare` then uses it."""
   source = config.init_from
   if not tf.io.gfile.exists(source):
     raise InputError(f"init_from={source} does not exist")
-  src, dst = (os.path.join(d, tokenizer.MODEL_FILE) for d in (source, workdir))
-  if tf.io.gfile.exists(dst) or config.data.prepared_dir:
+  if tokenizer.find(workdir) or config.data.prepared_dir:
     return
-  if not tf.io.gfile.exists(src):
+  src = tokenizer.find(source)
+  if src is None:
     raise InputError(
-        f"init_from={source} has no {tokenizer.MODEL_FILE}, and preparing data with "
-        f"its vocabulary (WordPiece) is not supported yet; a new SentencePiece model "
-        f"would not match its embeddings. Put the matching model at {dst} or set "
-        f"data.prepared_dir to data tokenized with its vocabulary")
+        f"init_from={source} has no tokenizer (spm.model or vocab.txt), and a new one "
+        f"would not match its embeddings. Put the matching one in {workdir}/tokenizer/ "
+        f"or set data.prepared_dir to data tokenized with its vocabulary")
   if jax.process_index() == 0:
-    tf.io.gfile.makedirs(os.path.dirname(dst))
-    tf.io.gfile.copy(src, dst)
+    dst_dir = os.path.join(workdir, "tokenizer")
+    tf.io.gfile.makedirs(dst_dir)
+    # vocab.txt -> tokenizer/vocab.txt, with the HF casing config beside it.
+    for name in (os.path.basename(src), "tokenizer_config.json"):
+      path = os.path.join(os.path.dirname(src), name)
+      if tf.io.gfile.exists(path):
+        tf.io.gfile.copy(path, os.path.join(dst_dir, name), overwrite=True)
+    log.info("using the tokenizer of %s: %s", source, src)
 
 
-def _init_from(path: str, abstract, shardings, tx) -> train_step.TrainState:
-  """Params from anything `from_pretrained` reads, resharded; a fresh optimizer."""
-  _, params = bert_jax.from_pretrained(path)
+def _init_from(config, target, s: "Setup") -> train_step.TrainState:
+  """The start state for config.init_from (the workdir has no checkpoint yet).
+
+  A pretrain workdir whose checkpoint has optimizer state, with init_from_optimizer
+  (phase 1 -> phase 2): params and optimizer state restored onto this mesh, step 0,
+  the new schedule starting at 0. Anything else `from_pretrained` reads: its params,
+  a fresh optimizer.
+  """
+  path = config.init_from
+  if config.init_from_optimizer and tf.io.gfile.exists(
+      os.path.join(path, checkpoints.CONFIG_FILE)):
+    source = checkpoints.manager(path, async_save=False)
+    step = source.latest_step()
+    if step is not None and source.item_metadata(step).get("opt_state") is not None:
+      state, _ = checkpoints.restore(source, step, target)
+      source.close()
+      log.info("initialising params and optimizer state from %s (step %d); the "
+               "learning-rate schedule starts again", path, step)
+      return state.replace(step=jax.numpy.zeros((), jax.numpy.int32),
+                           opt_state=optimizer.restart_schedule(state.opt_state))
+    source.close()
+  params = bert_jax.from_pretrained(path).params
   # Scanned and unscanned layer layouts convert into each other.
-  if "layers" in abstract.params and "layers" not in params:
+  if "layers" in s.abstract.params and "layers" not in params:
     params = model_lib.stack_layers(params, len(
         [k for k in params if k.startswith("layer_")]))
-  elif "layers" not in abstract.params and "layers" in params:
+  elif "layers" not in s.abstract.params and "layers" in params:
     params = model_lib.unstack_layers(params)
-  _check_same_shapes(params, abstract.params, f"init_from={path}")
+  checkpoints.check_shapes(
+      {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(params)},
+      {jax.tree_util.keystr(k): v.shape
+       for k, v in jax.tree_util.tree_leaves_with_path(s.abstract.params)},
+      f"init_from={path}")
   log.info("initialising params from %s (fresh optimizer state)", path)
   fresh = jax.jit(lambda p: train_step.TrainState(
-      step=jax.numpy.zeros((), jax.numpy.int32), params=p, opt_state=tx.init(p)),
-                  in_shardings=(shardings.params,), out_shardings=shardings)
-  return fresh(jax.device_put(params, shardings.params))
+      step=jax.numpy.zeros((), jax.numpy.int32), params=p, opt_state=s.tx.init(p)),
+                  in_shardings=(s.shardings.params,), out_shardings=s.shardings)
+  return fresh(jax.device_put(params, s.shardings.params))
 
 
-def run(config, workdir: str) -> dict:
-  """Pretrains to config.train.num_steps; returns the last logged metrics."""
-  tf.config.set_visible_devices([], "GPU")  # TF is only the input pipeline.
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What the train step is built from, and the jitted step itself.
+
+  `pretrain.run`, `bert-jax benchmark` and `bert-jax plan` all take their step from
+  `setup(config)`, so the step that is benchmarked and planned is the one that
+  trains. Call `step_fn` and `init` inside `with setup.context():`.
+  """
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  model: model_lib.BertForPreTraining
+  tx: optax.GradientTransformation
+  lr_fn: optax.Schedule
+  abstract: train_step.TrainState  # shapes and dtypes of the state
+  shardings: train_step.TrainState
+  batch_sharding: jax.sharding.NamedSharding
+  abstract_batch: dict  # ShapeDtypeStructs of one global batch, sharded
+  step_fn: Callable  # (state, batch, rng) -> (state, metrics); the state is donated
+
+  def context(self) -> contextlib.ExitStack:
+    """The mesh and logical-axis rules the model is traced under."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(self.rules))
+    return stack
+
+  def lower(self) -> jax.stages.Lowered:
+    """The step lowered for the abstract sharded state and batch (for compiling
+    ahead of time, memory analysis, HLO fingerprints)."""
+    state = checkpoints.with_shardings(self.abstract, self.shardings)
+    with self.context():
+      return self.step_fn.lower(state, self.abstract_batch, jax.random.key(0))
+
+  def init(self, seed: int) -> train_step.TrainState:
+    """A fresh state, born sharded."""
+    seq_len = self.abstract_batch["input_ids"].shape[1]
+    init = jax.jit(lambda r: train_step.init_state(self.model, self.tx, r, seq_len),
+                   out_shardings=self.shardings)
+    return init(jax.random.key(seed))
+
+
+def setup(config) -> Setup:
+  """Mesh, model, optimizer, abstract state, shardings and the jitted train step."""
   mesh = sharding.make_mesh(config.mesh.shape)
   check_batch(config.train.global_batch_size, mesh)
-  if jax.process_index() == 0:
-    checkpoints.write_config(workdir, config)
-  if config.init_from:
-    _adopt_tokenizer(config, workdir)
-  files = ensure_data(config, workdir)
-
   model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config.model))
   tx, lr_fn = optimizer.make(config.optimizer, config.train.num_steps)
   rules = tuple(tuple(r) for r in config.mesh.rules)
   seq_len = config.data.max_seq_length
   abstract, shardings = train_step.abstract_state(model, tx, mesh, rules, seq_len)
-  log.info("model %s: %d parameters; mesh %s", config.model.size,
-           model_lib.count_params(abstract.params), dict(mesh.shape))
-
-  mngr = checkpoints.manager(workdir, config.train.keep_checkpoints)
-  # Resume order: this workdir's latest checkpoint, else init_from's params (with a
-  # fresh optimizer), else a fresh init.
-  start = mngr.latest_step()
-  if start is not None:
-    log.info("resuming from step %d in %s", start, workdir)
-    state = checkpoints.restore(
-        mngr, start, checkpoints.with_shardings(abstract, shardings))
-  elif config.init_from:
-    start = 0
-    state = _init_from(config.init_from, abstract, shardings, tx)
-  else:
-    start = 0
-    init = jax.jit(lambda r: train_step.init_state(model, tx, r, seq_len),
-                   out_shardings=shardings)
-    state = init(jax.random.key(config.train.seed))
-
-  ds = input_pipeline.make_dataset(
-      files, global_batch=config.train.global_batch_size,
-      num_streams=config.data.num_streams, seq_len=seq_len,
-      vocab_size=config.model.vocab_size, mask_prob=config.data.mask_prob,
-      max_predictions=config.data.max_predictions_per_seq, seed=config.train.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      shuffle_buffer=config.data.shuffle_buffer, first_batch=start)
-  batches = ds.as_numpy_iterator()
   batch_sharding = sharding.batch_sharding(mesh, rules)
+  abstract_batch = train_step.abstract_batch(
+      config.train.global_batch_size, seq_len, config.data.max_predictions_per_seq,
+      batch_sharding, config.data.max_examples_per_row)
+  step_fn = train_step.jit_train_step(model, tx, shardings, batch_sharding,
+                                      sharding.replicated(mesh), lr_fn)
+  return Setup(mesh, rules, model, tx, lr_fn, abstract, shardings, batch_sharding,
+               abstract_batch, step_fn)
 
-  writer = metrics.Writer(workdir)
+
+def run(config, workdir: str) -> dict:
+  """Pretrains to config.train.num_steps; returns the last logged metrics."""
+  tf.config.set_visible_devices([], "GPU")  # TF is only the input pipeline.
+  s = setup(config)
+  checkpoints.check_writable(workdir, s.abstract)
+  if jax.process_index() == 0:
+    checkpoints.write_config(workdir, config)
+  if config.init_from:
+    _adopt_tokenizer(config, workdir)
+  files, stats = ensure_data(config, workdir)
+  log.info("model %s: %d parameters; mesh %s", config.model.size,
+           model_lib.count_params(s.abstract.params), dict(s.mesh.shape))
+
+  mngr = checkpoints.manager(workdir, config.train.keep_checkpoints,
+                             keep_best=config.train.keep_best_checkpoints,
+                             best_metric="eval_loss", best_mode="min")
+  state, start, first_batch = _restore_or_init(config, workdir, mngr, s)
+  eval_set = _eval_set(config, workdir, stats, s)
+
+  ds = dataset(config, files, stats, first_batch)
+  # The next batches are copied to the devices while the current step runs.
+  batches = input_pipeline.prefetch_to_device(ds.as_numpy_iterator(), s.batch_sharding)
+
+  logger = metrics.Logger(workdir, config.train.num_steps, **throughput(config, s))
+  trace = metrics.Trace(workdir, config.train.profile_steps, config.train.num_steps)
+  stop = preemption.StopRequest()
+  streak = nonfinite.Streak(config.train.max_nonfinite_steps)
   rng = jax.random.key(config.train.seed + 1)
   num_steps = config.train.num_steps
-  pending, last, tick = [], {}, time.time()
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    step_fn = train_step.jit_train_step(
-        model, tx, shardings, batch_sharding, sharding.replicated(mesh), lr_fn)
-    for step in range(start + 1, num_steps + 1):
-      batch = sharding.to_global(next(batches), batch_sharding)
-      state, step_metrics = step_fn(state, batch, rng)
-      # Metrics stay on device until the log step: no host sync inside the loop.
-      pending.append(step_metrics)
-      # The first step of a run is logged too: its metrics are the starting point.
-      if step % config.train.log_every == 0 or step in (start + 1, num_steps):
-        last = metrics.summarize(jax.device_get(pending), time.time() - tick,
-                                 config.train.global_batch_size * seq_len)
-        writer.write(step, last)
-        metrics.log(step, num_steps, last)
-        pending, tick = [], time.time()
-      if step % config.train.checkpoint_every == 0 or step == num_steps:
-        checkpoints.save(mngr, state)
-  mngr.wait_until_finished()
-  mngr.close()
-  writer.close()
+  position = lambda step: data_position(config, step - start + first_batch)
+  try:
+    with s.context():
+      for step in range(start + 1, num_steps + 1):
+        batch = next(batches)
+        if step in config.train.poison_steps:  # test hook: a batch with a NaN loss
+          batch = {**batch, "masked_weights": batch["masked_weights"] * jnp.nan}
+        trace.before(step)
+        state, step_metrics = s.step_fn(state, batch, rng)
+        trace.after(step, step_metrics)
+        # The first step of a run is logged too: its metrics are the starting point.
+        logger.add(step, step_metrics, log=(step % config.train.log_every == 0
+                                            or step in (start + 1, num_steps)))
+        streak.add(step, step_metrics["skipped"])
+        stopping = stop(step)
+        saving = stopping or step % config.train.checkpoint_every == 0 or step == num_steps
+        eval_metrics = None
+        # With keep_best_checkpoints every checkpoint is evaluated, to be ranked.
+        if eval_set and (step % config.train.eval_every == 0 or step == num_steps
+                         or (saving and config.train.keep_best_checkpoints)):
+          eval_metrics = eval_set(state.params)
+          logger.write_eval(step, eval_metrics)
+        if saving:
+          checkpoints.save(mngr, state, position(step), metrics=eval_metrics,
+                           force=stopping)
+        if stopping:
+          log.warning("stopped at step %d (%s); checkpoint saved", step, stop.signal)
+          break
+      streak.finish()
+  finally:
+    stop.close()
+    last = logger.close()
+    mngr.wait_until_finished()
+    mngr.close()
   return last
+
+
+def dataset(config, files: list[str], stats: dict, first_batch: int = 0):
+  """This process's part of the pretraining batches, from batch `first_batch` on."""
+  return input_pipeline.make_dataset(
+      files, global_batch=config.train.global_batch_size,
+      num_streams=config.data.num_streams, seq_len=config.data.max_seq_length,
+      # Random replacements come from the tokenizer's ids, not the (maybe larger,
+      # padded) embedding table.
+      vocab_size=stats["vocab_size"], mask_prob=config.data.mask_prob,
+      max_predictions=config.data.max_predictions_per_seq, seed=config.train.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      shuffle_buffer=config.data.shuffle_buffer, first_batch=first_batch,
+      special=special_ids(stats), sizes=stats.get("shard_sizes"),
+      max_per_row=config.data.max_examples_per_row,
+      nsp_weight=0.0 if stats.get("objective") == "none" else 1.0,
+      static_masks=stats.get("masking") == "static")
+
+
+def _eval_set(config, workdir: str, stats: dict, s: "Setup"):
+  """The held-out set (see evaluate.py), or None when off or not prepared."""
+  path = os.path.join(prepare.data_dir(config, workdir), prepare.EVAL_FILE)
+  if not config.train.eval_every or not tf.io.gfile.exists(path):
+    if config.train.eval_every:
+      log.info("no %s: no evaluation (prepare with data.eval_documents > 0)", path)
+    return None
+  eval_set = evaluate.EvalSet.create(
+      path, s.model, s.shardings.params, s.batch_sharding,
+      with_nsp=stats.get("objective", "nsp") != "none",
+      global_batch=config.train.global_batch_size, seq_len=config.data.max_seq_length,
+      max_examples=config.data.eval_examples, process_index=jax.process_index(),
+      process_count=jax.process_count(), vocab_size=stats["vocab_size"],
+      mask_prob=config.data.mask_prob,
+      max_predictions=config.data.max_predictions_per_seq, special=special_ids(stats))
+  log.info("evaluating every %d steps on %d held-out examples", config.train.eval_every,
+           eval_set.num_examples)
+  return eval_set
+
+
+def data_position(config, batches: int) -> dict:
+  """What a checkpoint records of the input: examples consumed per stream (every
+  batch is a pure function of it), and what that count refers to."""
+  return {"stream_examples": batches * (config.train.global_batch_size
+                                        // config.data.num_streams),
+          "num_streams": config.data.num_streams,
+          "data_dir": os.path.abspath(config.data.prepared_dir) if config.data.prepared_dir
+                      else "WORKDIR/data"}
+
+
+def _restore_or_init(config, workdir: str, mngr, s: "Setup"):
+  """(state, start step, batches already read). Resume order: this workdir's latest
+  checkpoint (its data position included), else config.init_from, else a fresh init."""
+  target = checkpoints.with_shardings(s.abstract, s.shardings)
+  start = mngr.latest_step()
+  if start is None:
+    state = _init_from(config, target, s) if config.init_from else s.init(config.train.seed)
+    return state, 0, 0
+  log.info("resuming from step %d in %s", start, workdir)
+  state, position = checkpoints.restore(mngr, start, target)
+  if position is None:  # written before positions were saved: batches = steps
+    return state, start, start
+  want = data_position(config, 0)
+  per_stream = config.train.global_batch_size // config.data.num_streams
+  if position["num_streams"] != want["num_streams"]:
+    raise InputError(f"the checkpoint at step {start} read the data as "
+                     f"{position['num_streams']} streams, the config asks for "
+                     f"{want['num_streams']} (data.num_streams)")
+  if position["data_dir"] != want["data_dir"]:
+    log.warning("data changed since step %d (%s -> %s): reading it from the start",
+                start, position["data_dir"], want["data_dir"])
+    return state, start, 0
+  if position["stream_examples"] % per_stream:
+    raise InputError(f"the checkpoint at step {start} stopped {position['stream_examples']} "
+                     f"examples into each stream, not a whole number of batches of "
+                     f"{per_stream} per stream (train.global_batch_size changed)")
+  return state, start, position["stream_examples"] // per_stream
+
+
+def throughput(config, s: Setup) -> dict:
+  """Tokens and model FLOPs of one step, and the devices' peak FLOP/s (for MFU)."""
+  seq_len = config.data.max_seq_length
+  batch = config.train.global_batch_size
+  per_token = flops.train_flops_per_token(
+      s.model.cfg, seq_len, config.data.max_predictions_per_seq)
+  peak, _ = flops.peak_flops(s.mesh.devices.flat, config.model.dtype)
+  return {"tokens_per_step": batch * seq_len, "flops_per_step": per_token * batch * seq_len,
+          "peak_flops": peak}

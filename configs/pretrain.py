@@ -90,12 +90,18 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.max_predictions_per_seq = 20
   # Fraction of (non-special) tokens chosen for MLM.
   c.data.mask_prob = 0.15
+  # Pack up to this many examples into one row (1: one example per row). Packed
+  # examples attend only within themselves, positions restart, NSP per example.
+  c.data.max_examples_per_row = 3
   # Number of TFRecord shards written by `prepare`; at least data.num_streams.
   c.data.num_shards = 8
   # Reading streams: stream g reads shards g, g + num_streams, ... and supplies
   # global_batch / num_streams rows of every batch. A multiple of the process count
   # (each process runs its own block); the batches do not depend on the process count.
   c.data.num_streams = 8
+  # "dynamic": new masks every time an example is read (RoBERTa); "static": masks
+  # drawn once by `prepare`, each of the dupe_factor copies its own (original BERT).
+  c.data.masking = "dynamic"
   # Times each document is turned into NSP/SOP pairs (different splits each time);
   # objective "none" packs the sentences once.
   c.data.dupe_factor = 2
@@ -110,6 +116,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.tokenizer_sentences = 300_000
   # Use only the first N documents of the corpus (0: all). For quick experiments.
   c.data.max_documents = 0
+  # The first N documents are held out (never trained on) as the evaluation set.
+  c.data.eval_documents = 100
+  # At most this many of their examples are evaluated (a fixed count and fixed masks,
+  # so evaluations compare across runs); 0: all.
+  c.data.eval_examples = 1000 if small_vocab else 10_000
 
   c.optimizer = ml_collections.ConfigDict()
   # Peak learning rate, reached at the end of warm-up.
@@ -153,15 +164,29 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500 if small_vocab else 5000
   # Checkpoints kept.
   c.train.keep_checkpoints = 3
+  # Evaluate on the held-out set every N steps (and at the end); 0: never.
+  c.train.eval_every = 500 if small_vocab else 5000
+  # Also keep the N checkpoints with the lowest eval_loss (MLM + NSP; then every
+  # checkpoint is evaluated, to be ranked); 0: only the latest.
+  c.train.keep_best_checkpoints = 0
+  # Stop (with an error, checkpoints intact) after this many non-finite steps in a
+  # row; each such step is skipped and counted in the `skipped` metric. 0: never stop.
+  c.train.max_nonfinite_steps = 20
+  # Test hook: steps whose batch gets NaN loss weights (to exercise the above).
+  c.train.poison_steps = ()
   # (FIRST, LAST): trace steps FIRST..LAST with jax.profiler into WORKDIR/tensorboard
   # (TensorBoard's profile tab). Leave a few steps after the first: it compiles.
   # () = no trace.
   c.train.profile_steps = ()
 
-  # Start from these params when the workdir has no checkpoint yet (fresh optimizer):
+  # Start from these params when the workdir has no checkpoint yet:
   # anything bert_jax.from_pretrained reads (pretrain workdir, converted Orbax dir,
   # Hugging Face or Google TF1 directory). Empty: random init.
   c.init_from = ""
+  # When init_from is a pretrain workdir, also restore its optimizer state (phase 1 ->
+  # phase 2 of BERT's recipe: new seq length, batch and schedule, Adam moments kept;
+  # the schedule starts again at 0).
+  c.init_from_optimizer = True
 
   c.lock()
   return c

@@ -33,8 +33,9 @@ def _config(tiny_config, num_steps):
 
 
 def _metrics(workdir):
+  """The training rows (evaluation rows have their own keys)."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+    return [r for r in map(json.loads, f) if "loss" in r]
 
 
 @pytest.mark.slow
@@ -43,7 +44,8 @@ def test_pretrain_learns_checkpoints_and_resumes(tmp_path, tiny_config):
   pretrain.run(_config(tiny_config, 30), workdir)
   rows = _metrics(workdir)
   assert [r["step"] for r in rows] == [1, 5, 10, 15, 20, 25, 30]
-  for key in ("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "tokens_per_sec"):
+  for key in ("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate", "tokens_per_sec",
+              "mfu"):
     assert all(np.isfinite(r[key]) for r in rows), key
   assert rows[-1]["loss"] < rows[0]["loss"] - 0.3, [r["loss"] for r in rows]
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["15", "30"]
@@ -118,11 +120,13 @@ def test_bad_input_gets_a_one_line_error(tmp_path, overrides, message):
 @pytest.mark.slow
 def test_prepare_command_on_the_embedded_corpus(tmp_path):
   result = _cli("prepare", f"--config={REPO}/configs/pretrain.py:tiny",
-                f"--workdir={tmp_path}", "--config.data.max_documents=100",
-                "--config.data.num_shards=2", cwd=tmp_path)
+                f"--workdir={tmp_path}", "--config.data.max_documents=120",
+                "--config.data.eval_documents=20", "--config.data.num_shards=2", cwd=tmp_path)
   assert result.returncode == 0, result.stderr[-2000:]
   stats = json.loads((tmp_path / "data" / "stats.json").read_text())
   assert stats["documents"] == 100 and stats["examples"] > 100
+  assert stats["eval_documents"] == 20 and stats["eval_examples"] > 20
   assert sorted(os.listdir(tmp_path / "data")) == [
-      "shard-00000-of-00002.tfrecord", "shard-00001-of-00002.tfrecord", "stats.json"]
+      "eval.tfrecord", "shard-00000-of-00002.tfrecord", "shard-00001-of-00002.tfrecord",
+      "stats.json"]
   assert (tmp_path / "tokenizer" / "spm.model").exists()

@@ -19,7 +19,7 @@ from bert_jax import flops, metrics, model as model_lib, pretrain, sharding
 
 log = logging.getLogger(__name__)
 
-WHAT = ("step",)  # `input` (the input pipeline alone) is to come
+WHAT = ("step",)  # `input` (the input pipeline alone) is input_benchmark.py
 
 
 def synthetic_batch(global_batch: int, seq_len: int, predictions: int, vocab_size: int,

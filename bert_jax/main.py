@@ -51,8 +51,10 @@ _FROM = flags.DEFINE_enum(
 _TO = flags.DEFINE_enum("to", None, ["orbax", "hf"], "convert: destination format.")
 _INPUT = flags.DEFINE_string("input", None, "predict: file in the task's training format.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict: JSON lines written here.")
-_WHAT = flags.DEFINE_enum("what", "step", ["step"],
-                          "benchmark: what to time (step: the pretrain train step).")
+_WHAT = flags.DEFINE_enum(
+    "what", "step", ["step", "input"],
+    "benchmark: what to time (step: the pretrain train step; input: the input "
+    "pipeline on the prepared shards of --workdir, which it prepares if needed).")
 _STEPS = flags.DEFINE_integer("steps", 10, "benchmark: timed steps after warm-up.")
 
 
@@ -92,6 +94,12 @@ def _dispatch(command: str, args=()) -> None:
     raise InputError(f"{command} needs --config")
   if command == "plan":
     plan.run(_CONFIG.value, _HBM_GIB.value)
+    return
+  if command == "benchmark" and _WHAT.value == "input":
+    from bert_jax import input_benchmark  # pylint: disable=g-import-not-at-top
+    if _WORKDIR.value is None and not _CONFIG.value.data.prepared_dir:
+      raise InputError("benchmark --what input needs --workdir (or data.prepared_dir)")
+    input_benchmark.run(_CONFIG.value, _WORKDIR.value or _CONFIG.value.data.prepared_dir)
     return
   if command == "benchmark":
     # --workdir is optional: where train.profile_steps traces go.

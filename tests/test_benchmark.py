@@ -125,3 +125,18 @@ def test_prefetch_to_device_keeps_order_and_places_batches():
   got = list(input_pipeline.prefetch_to_device(iter(host), batch_sh, size=2))
   assert [int(b["x"][0, 0]) for b in got] == [0, 1, 2, 3, 4]
   assert all(b["x"].sharding == batch_sh for b in got)
+
+
+def test_input_benchmark_prints_every_field(tiny_config, tmp_path, capsys):
+  from bert_jax import input_benchmark  # pylint: disable=g-import-not-at-top
+  config = tiny_config.copy_and_resolve_references()
+  config.unlock()
+  config.data.update(max_documents=60, eval_documents=0, num_shards=8)
+  result = input_benchmark.run(config, str(tmp_path), seconds=1.0)
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert printed == result and result["what"] == "input"
+  for key in ("seqs_per_sec", "tokens_per_sec"):
+    assert np.isfinite(result[key]) and result[key] > 0, key
+  assert 0 <= result["padding_fraction"] < 0.2  # packed rows
+  assert result["tokens_per_sec"] == pytest.approx(result["seqs_per_sec"] * 128, rel=1e-3)
+  assert result["peer"]["seqs_per_sec"] > 0 and result["ratio_vs_peer"] > 0

@@ -140,6 +140,29 @@ def test_squad_v2_with_doc_stride_learns_spans_and_no_answer(pretrained, tmp_pat
   assert {r["id"] for r in rows} == {f"q{i}" for i in range(128)}
 
 
+@pytest.mark.slow
+def test_fine_tuning_from_a_hugging_face_export(pretrained, tmp_path):
+  """init_from an HF directory (our export of the tiny workdir, tokenizer included):
+  the same encoder arrives through safetensors, and the tokenizer travels on."""
+  from bert_jax import convert  # pylint: disable=g-import-not-at-top
+  hf_dir = str(tmp_path / "hf")
+  convert.convert(pretrained, "orbax", hf_dir, "hf")
+  _, ours, _ = finetune.load_pretrained(pretrained)
+  _, via_hf, tok = finetune.load_pretrained(hf_dir)
+  for name in ours:
+    if heads.is_encoder(name):
+      jax.tree.map(np.testing.assert_array_equal, jax.device_get(via_hf[name]),
+                   jax.device_get(ours[name]))
+  train = st.write_conll(tmp_path / "train.txt", st.tagging_sentences(64, 1))
+  config = _config("tagging", hf_dir, train, train)
+  config.train.epochs = 1
+  finetune.run(config, str(tmp_path / "run"))
+  copied = finetune.tokenizer.from_dir(str(tmp_path / "run"))
+  assert copied.encode("bob jr rome") == tok.encode("bob jr rome")
+  rows = finetune.predict(str(tmp_path / "run"), train, str(tmp_path / "pred.jsonl"))
+  assert len(rows) == 64
+
+
 def _cli(*args, cwd):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   return subprocess.run([sys.executable, "-m", "bert_jax", *args], cwd=cwd, env=env,

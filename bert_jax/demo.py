@@ -31,7 +31,9 @@ def default_config():
 def accuracy_table(workdir: str) -> list[dict]:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
-  by_step = {r["step"]: r for r in rows}  # a resumed run may log a step again
+  by_step = {}  # a resumed run may log a step again; eval rows add their own keys
+  for r in rows:
+    by_step.setdefault(r["step"], {}).update(r)
   return [by_step[s] for s in sorted(by_step)]
 
 

@@ -127,11 +127,10 @@ def _visits(shards: list[str], sizes: list[int], seed: int, stream: int, start: 
 
 
 def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *,
-            batch: int, seq_len: int, vocab_size: int, mask_prob: float,
-            max_predictions: int, seed: int, shuffle_buffer: int, first_batch: int,
-            special: tokenizer.SpecialIds, max_per_row: int, nsp_weight: float,
-            static_masks: bool) -> tf.data.Dataset:
-  """Endless masked batches of one stream, a pure function of the stream position.
+            batch: int, seed: int, shuffle_buffer: int,
+            first_batch: int) -> tf.data.Dataset:
+  """Endless batches of one stream's serialized rows, a pure function of the stream
+  position (parsed and masked with the other streams', see make_dataset).
 
   Example n of the stream is fixed by (seed, stream, n): epoch e visits the shards in
   a seeded order, and records are shuffled within blocks of `shuffle_buffer`
@@ -164,11 +163,7 @@ def _stream(files: list[str], sizes: list[int], stream: int, num_streams: int, *
   visits = tf.data.Dataset.from_generator(
       lambda: _visits(shards, sizes, seed, stream, first),
       output_signature=(tf.TensorSpec((), tf.string),) + (tf.TensorSpec((), tf.int64),) * 3)
-  return masked_batches(
-      visits.flat_map(read), stream_seed, first_batch, batch=batch, seq_len=seq_len,
-      vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
-      special=special, max_per_row=max_per_row, nsp_weight=nsp_weight,
-      static_masks=static_masks)
+  return visits.flat_map(read).batch(batch, drop_remainder=True)
 
 
 def masked_batches(records: tf.data.Dataset, seed: tf.Tensor, first_batch: int = 0, *,
@@ -220,17 +215,30 @@ def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_l
     sizes = shard_sizes(files)
   if len(sizes) != len(files):
     raise InputError(f"{len(files)} shards but {len(sizes)} shard sizes")
-  streams = [
-      _stream(files, sizes, g, num_streams, batch=global_batch // num_streams,
-              seq_len=seq_len,
-              vocab_size=vocab_size, mask_prob=mask_prob, max_predictions=max_predictions,
-              seed=seed, shuffle_buffer=shuffle_buffer, first_batch=first_batch,
-              special=special, max_per_row=max_per_row, nsp_weight=nsp_weight,
-              static_masks=static_masks)
-      for g in process_streams(num_streams, process_index, process_count)]
-  ds = tf.data.Dataset.zip(tuple(streams))
-  ds = ds.map(lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]},
-              num_parallel_calls=tf.data.AUTOTUNE)
+  mine = process_streams(num_streams, process_index, process_count)
+  per_stream = global_batch // num_streams
+  streams = [_stream(files, sizes, g, num_streams, batch=per_stream, seed=seed,
+                     shuffle_buffer=shuffle_buffer, first_batch=first_batch)
+             for g in mine]
+  stream_seeds = tf.constant([[seed, g] for g in mine], tf.int64)
+  mask_args = dict(vocab_size=vocab_size, mask_prob=mask_prob,
+                   max_predictions=max_predictions, special=special)
+
+  def parse_and_mask(index, parts):
+    # This process's streams side by side, parsed and masked as one batch; stream
+    # g's block of rows gets the seed fold_in((seed, g), index), as if on its own.
+    records = tf.concat(list(parts), 0)
+    ex = _parse(records, seq_len, max_per_row, nsp_weight)
+    if static_masks:
+      return _with_static_masks(ex, records, max_predictions)
+    word_start = ex.pop("word_start")
+    seeds = tf.stack([tf.random.experimental.stateless_fold_in(stream_seeds[i], index)
+                      for i in range(len(mine))])
+    return {**ex, **masking.mask_batch(ex["input_ids"], seeds, word_start=word_start,
+                                       **mask_args)}
+
+  ds = tf.data.Dataset.zip(tuple(streams)).enumerate(start=first_batch)
+  ds = ds.map(parse_and_mask, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -43,7 +43,8 @@ def mask_batch(input_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int,
 
   Args:
     input_ids: int32 [B, S], padded with [PAD].
-    seed: int32/int64 [2], a stateless-random seed for the whole batch.
+    seed: int32/int64 [2], a stateless-random seed for the whole batch, or [G, 2]:
+      one per block of B / G consecutive rows.
     special: the vocabulary's special ids ([PAD], [CLS], [SEP] are never chosen).
     word_start: int [B, S], 1 where a word begins (see words.py); None: every token
       is a word. A token after a special one always begins a word.
@@ -77,10 +78,19 @@ def mask_batch(input_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int,
       tf.reshape(tf.cast(candidate, tf.int32), [-1]), tf.reshape(word + rows, [-1]),
       batch * seq_len), [batch, seq_len])
 
-  choose_seed, kind_seed, token_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 3))
+  # One seed [2] for the batch, or [G, 2]: G equal blocks of rows, each drawn from
+  # its own seed (the input pipeline's streams), exactly as if masked apart.
+  seeds = tf.reshape(tf.convert_to_tensor(seed), [-1, 2])
+  blocks = seeds.shape[0]
+  splits = [tf.random.experimental.stateless_split(seeds[g], 3) for g in range(blocks)]
+
+  def draw(which, shape, **kwargs):
+    rows = shape[0] // blocks if blocks > 1 else shape[0]
+    return tf.concat([tf.random.stateless_uniform(
+        [rows, shape[1]], splits[g][which], **kwargs) for g in range(blocks)], 0)
+
   # A random priority per word; candidates first, in that order.
-  scores = tf.random.stateless_uniform([batch, seq_len], choose_seed)
+  scores = draw(0, [batch, seq_len])
   order = tf.argsort(tf.where(lengths > 0, scores, -1.0), axis=1, direction="DESCENDING")
   chosen = _choose_words(tf.gather(lengths, order, batch_dims=1), num_predict)
   word_chosen = tf.gather(chosen, tf.argsort(order, axis=1), batch_dims=1)
@@ -93,11 +103,11 @@ def mask_batch(input_ids: tf.Tensor, seed: tf.Tensor, *, vocab_size: int,
   positions = tf.where(valid, positions, 0)
 
   original = tf.gather(input_ids, positions, batch_dims=1)
-  word_kind = tf.random.stateless_uniform([batch, seq_len], kind_seed)
+  word_kind = draw(1, [batch, seq_len])
   kind = tf.gather(word_kind, tf.gather(word, positions, batch_dims=1), batch_dims=1)
-  random_tokens = tf.random.stateless_uniform(
-      tf.shape(positions), token_seed, minval=special.first_normal, maxval=vocab_size,
-      dtype=input_ids.dtype)
+  random_tokens = draw(2, [batch, min(max_predictions, seq_len)],
+                       minval=special.first_normal, maxval=vocab_size,
+                       dtype=input_ids.dtype)
   replacement = tf.where(kind < 0.8, tf.constant(special.mask, input_ids.dtype),
                          tf.where(kind < 0.9, random_tokens, original))
   where = tf.stack([tf.broadcast_to(tf.range(batch)[:, None], tf.shape(positions)),

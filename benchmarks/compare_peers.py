@@ -168,6 +168,8 @@ def main():
   ours = benchmark.StepTimer(config)
   batch = benchmark.synthetic_batch(
       args.batch, args.seq, config.data.max_predictions_per_seq, config.model.vocab_size)
+  # The peers take one NSP label per row (ours: one per packed example slot).
+  batch["next_sentence_label"] = batch["next_sentence_label"][:, 0]
   runners = [ours]
   wanted = args.peers.split(",")
   if "hf_flax" in wanted:

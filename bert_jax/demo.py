@@ -51,5 +51,8 @@ def run(workdir: str, config=None) -> list[dict]:
   print(f"MLM accuracy {first['mlm_accuracy']:.3f} -> {last['mlm_accuracy']:.3f}, "
         f"NSP accuracy {first['nsp_accuracy']:.3f} -> {last['nsp_accuracy']:.3f} "
         f"({time.time() - start:.0f} s)")
+  if "eval_mlm_accuracy" in last:
+    print(f"held-out documents: MLM accuracy {last['eval_mlm_accuracy']:.3f}, "
+          f"NSP accuracy {last['eval_nsp_accuracy']:.3f}")
   sentiment_demo.run(workdir)
   return rows

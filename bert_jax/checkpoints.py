@@ -7,6 +7,7 @@ abstract targets that carry the *current* shardings, so a checkpoint restores on
 any mesh.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import orbax.checkpoint as ocp
 import tensorflow as tf
 
 from bert_jax import model as model_lib, tokenizer as tokenizer_lib
-from bert_jax.errors import InputError
+from bert_jax.errors import InputError, TrainingStopped
 
 CONFIG_FILE = "config.json"
 
@@ -52,13 +53,33 @@ def manager(workdir: str, keep: int = 3, async_save: bool = True, keep_best: int
 def save(mngr: ocp.CheckpointManager, state, data_position: dict | None = None,
          metrics: dict | None = None, force: bool = False) -> None:
   """Starts an (async) save of `state` at state.step, with the input pipeline's
-  position (a small JSON item) and the eval metrics that rank it."""
+  position (a small JSON item) and the eval metrics that rank it. A failed write
+  (a full disk, lost permissions; an async one shows at the next save) stops
+  training with a clear error; the finished checkpoints stay as they were."""
   items = {"params": ocp.args.StandardSave(state.params),
            "opt_state": ocp.args.StandardSave(state.opt_state)}
   if data_position is not None:
     items["data"] = ocp.args.JsonSave(data_position)
-  mngr.save(int(state.step), args=ocp.args.Composite(**items), metrics=metrics,
-            force=force)
+  with _save_errors(mngr, int(state.step)):
+    mngr.save(int(state.step), args=ocp.args.Composite(**items), metrics=metrics,
+              force=force)
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the save in flight, with `save`'s error on failure."""
+  with _save_errors(mngr, None):
+    mngr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _save_errors(mngr: ocp.CheckpointManager, step: int | None):
+  try:
+    yield
+  except (OSError, tf.errors.OpError) as e:
+    what = f"step {step}" if step is not None else "a checkpoint"
+    raise TrainingStopped(
+        f"saving {what} to {mngr.directory} failed ({e}); the complete checkpoints "
+        f"{mngr.all_steps()} are intact, a relaunch resumes from the latest") from e
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):

@@ -261,7 +261,7 @@ def run(config, workdir: str) -> dict:
   finally:
     stop.close()
     last = logger.close()
-    mngr.wait_until_finished()
+    checkpoints.wait(mngr)
     mngr.close()
   return last
 

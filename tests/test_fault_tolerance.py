@@ -12,6 +12,7 @@ import time
 import jax
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 import bert_jax
@@ -211,6 +212,21 @@ def test_workdir_bad_input(tmp_path, tiny_config, data_dir, monkeypatch):
   with pytest.raises(InputError, match=r"GiB free; one checkpoint .* needs"):
     pretrain.run(config, str(tmp_path / "full"))
   monkeypatch.undo()
+  # The disk fills up at the second save: a clear stop, the first checkpoint intact.
+  save = ocp.CheckpointManager.save
+
+  def full_disk(self, step, *args, **kwargs):
+    if step == 4:
+      raise OSError(28, "No space left on device")
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+  filling = _config(tiny_config, 4, data_dir, checkpoint_every=2)
+  with pytest.raises(TrainingStopped, match=r"saving step 4 .*No space left on device.*"
+                                            r"checkpoints \[2\] are intact"):
+    pretrain.run(filling, str(tmp_path / "filling"))
+  monkeypatch.undo()
+  assert bert_jax.from_pretrained(str(tmp_path / "filling")).params
   config.init_from = str(tmp_path / "nothing")
   with pytest.raises(InputError, match="does not exist"):
     pretrain.run(config, str(tmp_path / "x"))

@@ -407,7 +407,8 @@ def test_continued_pretraining_from_a_wordpiece_checkpoint(tmp_path, tiny_config
   config.unlock()
   config.model.update(vocab_size=len(vocab), num_layers=1, hidden_size=64, num_heads=2,
                       intermediate_size=128, max_position_embeddings=64)
-  config.data.update(max_documents=30, max_seq_length=64, num_shards=2, num_streams=2)
+  config.data.update(max_documents=30, max_seq_length=64, num_shards=2, num_streams=2,
+                     eval_documents=0, max_examples_per_row=1)
   config.train.update(global_batch_size=8, num_steps=3, log_every=1)
   config.init_from = str(tmp_path / "hf")
   work = tmp_path / "work"

@@ -74,14 +74,23 @@ class EvalSet:
   batch_sharding: jax.sharding.NamedSharding
   with_nsp: bool
 
+  accumulate_fn: callable
+
   @classmethod
   def create(cls, path: str, model, param_shardings, batch_sharding, *, with_nsp: bool,
              **load_args) -> "EvalSet":
     replicated = sharding.replicated(batch_sharding.mesh)
-    sums_fn = jax.jit(functools.partial(eval_sums, model=model),
-                      in_shardings=(param_shardings, batch_sharding),
+    sums = functools.partial(eval_sums, model=model)
+    sums_fn = jax.jit(sums, in_shardings=(param_shardings, batch_sharding),
                       out_shardings=replicated)
-    return cls(load(path, **load_args), sums_fn, batch_sharding, with_nsp)
+    # Each batch adds to the running totals on the devices, so the batches run one
+    # after another. (Independent computations with cross-process collectives may
+    # run in a different order on each process and deadlock gloo.)
+    accumulate_fn = jax.jit(
+        lambda params, batch, totals: jax.tree.map(jnp.add, totals, sums(params, batch)),
+        in_shardings=(param_shardings, batch_sharding, replicated),
+        out_shardings=replicated)
+    return cls(load(path, **load_args), sums_fn, batch_sharding, with_nsp, accumulate_fn)
 
   @property
   def num_examples(self) -> int:
@@ -91,9 +100,11 @@ class EvalSet:
     """eval_loss, eval_mlm_accuracy (and the NSP/SOP figures) over the whole set."""
     totals = None
     for batch in self.batches:
-      sums = self.sums_fn(params, sharding.to_global(batch, self.batch_sharding))
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    t = {k: float(v) for k, v in jax.device_get(totals).items()}
+      batch = sharding.to_global(batch, self.batch_sharding)
+      totals = (self.sums_fn(params, batch) if totals is None
+                else self.accumulate_fn(params, batch, totals))
+    # Replicated: this process's copy is the value (no cross-process op to read it).
+    t = {k: float(np.asarray(v.addressable_data(0))) for k, v in totals.items()}
     out = {"eval_mlm_loss": t["mlm_loss"] / max(t["mlm_count"], 1.0),
            "eval_mlm_accuracy": t["mlm_correct"] / max(t["mlm_count"], 1.0)}
     if self.with_nsp:

@@ -16,4 +16,4 @@ demo: $(VENV)/.installed
 
 # The full suite on 8 emulated CPU devices (slow end-to-end tests included).
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=15 tests

@@ -88,8 +88,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
   count or process count wrote it. Shapes are checked first: a checkpoint of another
   model is an InputError naming every mismatching parameter."""
   metadata = mngr.item_metadata(step)
-  check_shapes({k: v.shape for k, v in _flat(metadata["params"].tree).items()},
-               {k: v.shape for k, v in _flat(abstract_state.params).items()},
+  check_shapes(shapes(metadata["params"].tree), shapes(abstract_state.params),
                f"the checkpoint at step {step} in {mngr.directory}")
   items = {"params": ocp.args.StandardRestore(abstract_state.params),
            "opt_state": ocp.args.StandardRestore(abstract_state.opt_state)}
@@ -103,8 +102,9 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
   return state, restored.get("data")
 
 
-def _flat(tree) -> dict:
-  return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(
+def shapes(tree) -> dict:
+  """Parameter name -> shape, for `check_shapes`."""
+  return {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(
       tree, is_leaf=lambda x: hasattr(x, "shape"))}
 
 

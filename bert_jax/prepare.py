@@ -283,10 +283,10 @@ def run(config, workdir: str) -> dict:
       counts["rows"] += len(rows)
       masks = [None] * len(rows)
       if d.masking == "static":  # fixed now, per chunk: (seed, chunk) seeds the masks
+        joined = [packing.concat(r) for r in rows]
         masks = masking.mask_rows(
-            [packing.concat(r)["input_ids"] for r in rows], d.max_seq_length,
-            (config.train.seed, index),
-            word_start=([packing.concat(r)["word_start"] for r in rows]
+            [j["input_ids"] for j in joined], d.max_seq_length, (config.train.seed, index),
+            word_start=([j["word_start"] for j in joined]
                         if d.whole_word_masking else None),
             vocab_size=tok.vocab_size, mask_prob=d.mask_prob,
             max_predictions=d.max_predictions_per_seq, special=tok.special)

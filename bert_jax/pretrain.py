@@ -129,9 +129,7 @@ def _init_from(config, target, s: "Setup") -> train_step.TrainState:
   elif "layers" not in s.abstract.params and "layers" in params:
     params = model_lib.unstack_layers(params)
   checkpoints.check_shapes(
-      {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(params)},
-      {jax.tree_util.keystr(k): v.shape
-       for k, v in jax.tree_util.tree_leaves_with_path(s.abstract.params)},
+      checkpoints.shapes(params), checkpoints.shapes(s.abstract.params),
       f"init_from={path}")
   log.info("initialising params from %s (fresh optimizer state)", path)
   fresh = jax.jit(lambda p: train_step.TrainState(

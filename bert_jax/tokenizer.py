@@ -14,6 +14,7 @@ the character span in the input text of every id. Special ids live in `SpecialId
 so masking and pair building work with either vocabulary.
 """
 
+import abc
 import dataclasses
 import io
 import json
@@ -52,7 +53,7 @@ PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = dataclasses.astuple(SENTENCEPIECE_IDS)
 NUM_SPECIAL = SENTENCEPIECE_IDS.first_normal
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
   """Text -> ids (no special tokens added). Subclasses set `special`, `vocab_size`."""
   special: SpecialIds
   vocab_size: int
@@ -70,12 +71,13 @@ class Tokenizer:
   def encode_batch(self, texts: list[str]) -> list[list[int]]:
     return [self.encode(t) for t in texts]
 
+  @abc.abstractmethod
   def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Ids and the [start, end) character span of each in `text`."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def id_to_token(self, i: int) -> str:
-    raise NotImplementedError
+    """The vocabulary entry of id `i`."""
 
 
 class SentencePieceTokenizer(Tokenizer):

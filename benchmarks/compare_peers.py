@@ -51,13 +51,15 @@ def _mlm_labels(batch, seq_len: int) -> np.ndarray:
 
 
 class HFFlaxTimer:
-  """FlaxBertForPreTraining + optax.adamw, jitted with the state donated."""
+  """FlaxBertForPreTraining + optax.adamw, jitted with the state donated; computes
+  in `dtype` (float32 params either way)."""
 
   name = "hf_flax"
 
-  def __init__(self, config, batch):
+  def __init__(self, config, batch, dtype: str):
     import transformers  # pylint: disable=g-import-not-at-top
-    model = transformers.FlaxBertForPreTraining(_hf_config(config), seed=0)
+    model = transformers.FlaxBertForPreTraining(
+        _hf_config(config), seed=0, dtype=jax.numpy.dtype(dtype))
     tx = optax.adamw(1e-4, weight_decay=0.01)
 
     def loss_fn(params, batch, rng):
@@ -97,16 +99,19 @@ class HFFlaxTimer:
 
 
 class TorchTimer:
-  """BertForPreTraining (PyTorch, eager) + torch.optim.AdamW."""
+  """BertForPreTraining (PyTorch, eager) + torch.optim.AdamW; bfloat16 `dtype` runs
+  the forward pass under CPU autocast (float32 params either way)."""
 
   name = "torch"
 
-  def __init__(self, config, batch):
+  def __init__(self, config, batch, dtype: str):
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
     torch.manual_seed(0)
     self._torch = torch
     self._model = transformers.BertForPreTraining(_hf_config(config)).train()
+    self._autocast = torch.autocast(
+        "cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
     self._opt = torch.optim.AdamW(self._model.parameters(), lr=1e-4, weight_decay=0.01)
     as_long = lambda x: torch.from_numpy(np.asarray(x, np.int64))
     self._inputs = dict(
@@ -120,7 +125,9 @@ class TorchTimer:
     for _ in range(n):
       start = time.perf_counter()
       self._opt.zero_grad(set_to_none=True)
-      self._model(**self._inputs).loss.backward()
+      with self._autocast:
+        loss = self._model(**self._inputs).loss
+      loss.backward()
       self._opt.step()
       times.append(time.perf_counter() - start)
     return times
@@ -159,6 +166,8 @@ def main():
   parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
   parser.add_argument("--peers", default="hf_flax,torch",
                       help="comma-separated subset of hf_flax,torch")
+  parser.add_argument("--peer_dtype", default=None,
+                      help="the peers' compute dtype; default: ours (config.model.dtype)")
   args, rest = parser.parse_known_args()
 
   config = pretrain_configs.get_config(args.size)
@@ -171,11 +180,12 @@ def main():
   # The peers take one NSP label per row (ours: one per packed example slot).
   batch["next_sentence_label"] = batch["next_sentence_label"][:, 0]
   runners = [ours]
+  peer_dtype = args.peer_dtype or config.model.dtype
   wanted = args.peers.split(",")
   if "hf_flax" in wanted:
-    runners.append(HFFlaxTimer(config, batch))
+    runners.append(HFFlaxTimer(config, batch, peer_dtype))
   if "torch" in wanted and _torch_available():
-    runners.append(TorchTimer(config, batch))
+    runners.append(TorchTimer(config, batch, peer_dtype))
 
   times = {r.name: [] for r in runners}
   cpu = {r.name: 0.0 for r in runners}  # process CPU seconds: steadier under load
@@ -193,7 +203,9 @@ def main():
     step_s = statistics.median(ts)
     tps[name] = tokens / step_s
     print(json.dumps({"runner": name, "size": args.size, "batch": args.batch,
-                      "seq": args.seq, "step_ms": round(step_s * 1e3, 1),
+                      "seq": args.seq,
+                      "dtype": config.model.dtype if name == "bert_jax" else peer_dtype,
+                      "step_ms": round(step_s * 1e3, 1),
                       "step_ms_min": round(min(ts) * 1e3, 1),
                       "tokens_per_sec": round(tps[name], 1), "steps": len(ts),
                       "cpu_ms_per_step": round(cpu[name] / len(ts) * 1e3, 1)}))

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax import dropout as dropout_lib
+from bert_jax import dropout as dropout_lib, matmul
 
 
 def padding_mask(attention_mask: jax.Array) -> jax.Array:
@@ -21,32 +21,6 @@ def packing_mask(example_ids: jax.Array) -> jax.Array:
   token sees only the real tokens of its own example (packed rows)."""
   same = example_ids[:, :, None] == example_ids[:, None, :]
   return (same & (example_ids[:, None, :] > 0))[:, None]
-
-
-class Projection(nn.Module):
-  """y = einsum(spec, x, kernel) + bias, with explicitly shaped, logically named params.
-
-  (nn.DenseGeneral builds a flat kernel and reshapes it, which breaks logical
-  sharding constraints on the multi-dimensional kernels used here.)
-  """
-  spec: str
-  kernel_shape: tuple[int, ...]
-  kernel_axes: tuple[str, ...]
-  bias_axes: tuple[str, ...]
-  initializer_range: float
-  dtype: str = "float32"
-  param_dtype: str = "float32"
-
-  @nn.compact
-  def __call__(self, x):
-    init = nn.initializers.truncated_normal(self.initializer_range)
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
-                        self.kernel_shape, self.param_dtype)
-    bias_shape = self.kernel_shape[-len(self.bias_axes):]
-    bias = self.param("bias", nn.with_logical_partitioning(
-        nn.initializers.zeros_init(), self.bias_axes), bias_shape, self.param_dtype)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return jnp.einsum(self.spec, x, kernel) + bias
 
 
 class SelfAttention(nn.Module):
@@ -62,11 +36,11 @@ class SelfAttention(nn.Module):
     if hidden % self.num_heads:
       raise ValueError(f"hidden size {hidden} is not divisible by {self.num_heads} heads")
     head_dim = hidden // self.num_heads
-    proj = lambda spec, shape, k_axes, b_axes, name: Projection(
-        spec, shape, k_axes, b_axes, self.initializer_range, self.dtype,
+    proj = lambda shape, k_axes, b_axes, name: matmul.Dense(
+        shape, k_axes, b_axes, self.initializer_range, self.dtype,
         self.param_dtype, name=name)
 
-    q, k, v = (proj("bse,ehd->bshd", (hidden, self.num_heads, head_dim),
+    q, k, v = (proj((hidden, self.num_heads, head_dim),
                     ("embed", "heads", "kv"), ("heads", "kv"), name)(x)
                for name in ("query", "key", "value"))
     use_dropout = not deterministic and self.dropout > 0
@@ -81,5 +55,5 @@ class SelfAttention(nn.Module):
       out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=mask)
-    return proj("bshd,hde->bse", (self.num_heads, head_dim, hidden),
+    return proj((self.num_heads, head_dim, hidden),
                 ("heads", "kv", "embed"), ("embed",), "out")(out)

@@ -31,7 +31,8 @@ class BertWithHead(model_lib.BertEncoder):
     super().setup()
     self.dropout = nn.Dropout(self.cfg.hidden_dropout)
     self.classifier = model_lib._dense(  # pylint: disable=protected-access
-        self.cfg, self.num_outputs, "embed", "classes", "classifier")
+        self.cfg, (self.cfg.hidden_size, self.num_outputs), ("embed", "classes"),
+        "classifier")
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                deterministic=True):

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bert_jax import attention, dropout
+from bert_jax import attention, dropout, matmul
 
 
 # Rematerialisation of each encoder layer in the backward pass: what its forward
@@ -80,11 +80,11 @@ def _layer_norm(cfg: BertConfig, name: str) -> nn.LayerNorm:
       scale_init=_ones(("embed",)), bias_init=_zeros(("embed",)), name=name)
 
 
-def _dense(cfg: BertConfig, features: int, in_axis, out_axis, name: str) -> nn.Dense:
-  return nn.Dense(
-      features, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-      kernel_init=_init(cfg, (in_axis, out_axis)), bias_init=_zeros((out_axis,)),
-      name=name)
+def _dense(cfg: BertConfig, shape: tuple[int, int], axes: tuple[str, str],
+           name: str) -> matmul.Dense:
+  """A [in, out] kernel with logical axes `axes` and an [out] bias."""
+  return matmul.Dense(shape, axes, axes[1:], cfg.initializer_range, cfg.dtype,
+                      cfg.param_dtype, name=name)
 
 
 def _constrain(x):
@@ -123,7 +123,8 @@ class Embeddings(nn.Module):
 
   def attend(self, x):
     """Logits against the word-embedding table: the tied MLM decoder."""
-    return self.word_embeddings.attend(x)
+    return matmul.matmul(x, self.word_embeddings.embedding, self.cfg.dtype,
+                         transpose_w=True)
 
 
 class EncoderLayer(nn.Module):
@@ -139,9 +140,10 @@ class EncoderLayer(nn.Module):
         param_dtype=cfg.param_dtype, name="attention")(x, mask, deterministic)
     h = dropout.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
     x = _layer_norm(cfg, "attention_layer_norm")(x + h)
-    h = _dense(cfg, cfg.intermediate_size, "embed", "mlp", "intermediate")(x)
+    h = _dense(cfg, (cfg.hidden_size, cfg.intermediate_size), ("embed", "mlp"),
+               "intermediate")(x)
     h = nn.gelu(h, approximate=False)
-    h = _dense(cfg, cfg.hidden_size, "mlp", "embed", "output")(h)
+    h = _dense(cfg, (cfg.intermediate_size, cfg.hidden_size), ("mlp", "embed"), "output")(h)
     h = dropout.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
     return _constrain(_layer_norm(cfg, "output_layer_norm")(x + h))
 
@@ -168,7 +170,7 @@ class BertEncoder(nn.Module):
       self.layers = layer(cfg, name="layers")  # run num_layers times by _run_layers
     else:
       self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
-    self.pooler = _dense(cfg, cfg.hidden_size, "embed", "embed_out", "pooler")
+    self.pooler = _dense(cfg, (cfg.hidden_size,) * 2, ("embed", "embed_out"), "pooler")
 
   def encode(self, input_ids, token_type_ids=None, attention_mask=None,
              position_ids=None, deterministic=True, example_ids=None):
@@ -219,11 +221,12 @@ class BertForPreTraining(BertEncoder):
   def setup(self):
     super().setup()
     cfg = self.cfg
-    self.mlm_transform = _dense(cfg, cfg.hidden_size, "embed", "embed_out", "mlm_transform")
+    self.mlm_transform = _dense(cfg, (cfg.hidden_size,) * 2, ("embed", "embed_out"),
+                                "mlm_transform")
     self.mlm_layer_norm = _layer_norm(cfg, "mlm_layer_norm")
     self.mlm_output_bias = self.param(
         "mlm_output_bias", _zeros(("vocab",)), (cfg.vocab_size,), cfg.param_dtype)
-    self.nsp = _dense(cfg, 2, "embed", "classes", "nsp")
+    self.nsp = _dense(cfg, (cfg.hidden_size, 2), ("embed", "classes"), "nsp")
 
   def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
                position_ids=None, masked_positions=None, deterministic=True,

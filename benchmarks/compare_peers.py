@@ -2,7 +2,10 @@
 torch is installed), same model config, batch and data, in one process.
 
     python benchmarks/compare_peers.py --size small --batch 32 [--seq 128]
-        [--rounds 3] [--steps 3] [--config.K=V ...]
+        [--rounds 3] [--steps 3] [--peer_dtype D] [--config.K=V ...]
+
+The peers compute in our `config.model.dtype` unless `--peer_dtype` says otherwise
+(HF Flax through its `dtype`, PyTorch under CPU autocast); params are float32 in all.
 
 The runners take turns (`rounds` x `steps` timed steps each, after warm-up), so
 load from elsewhere on the machine hits all of them alike. Prints one JSON line

@@ -86,19 +86,19 @@ class HFFlaxTimer:
     self._step = jax.jit(step, donate_argnums=(0, 1))
     self._params = model.params
     self._opt_state = tx.init(model.params)
-    self._rng = jax.random.key(1)
+    self._rng, self._calls = jax.random.key(1), 0
     self._batch = jax.device_put(
         {**batch, "labels": _mlm_labels(batch, config.data.max_seq_length).astype(np.int32)})
 
+  def step(self):
+    self._calls += 1
+    self._params, self._opt_state, loss = self._step(
+        self._params, self._opt_state, self._batch,
+        jax.random.fold_in(self._rng, self._calls))
+    return loss
+
   def time(self, n: int) -> list[float]:
-    times = []
-    for i in range(n):
-      start = time.perf_counter()
-      self._params, self._opt_state, loss = self._step(
-          self._params, self._opt_state, self._batch, jax.random.fold_in(self._rng, i))
-      loss.block_until_ready()
-      times.append(time.perf_counter() - start)
-    return times
+    return benchmark.time_steps(self.step, n)
 
 
 class TorchTimer:
@@ -111,7 +111,6 @@ class TorchTimer:
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
     torch.manual_seed(0)
-    self._torch = torch
     self._model = transformers.BertForPreTraining(_hf_config(config)).train()
     self._autocast = torch.autocast(
         "cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
@@ -123,17 +122,15 @@ class TorchTimer:
         labels=as_long(_mlm_labels(batch, config.data.max_seq_length)),
         next_sentence_label=as_long(batch["next_sentence_label"]))
 
+  def step(self) -> None:  # eager: done when it returns
+    self._opt.zero_grad(set_to_none=True)
+    with self._autocast:
+      loss = self._model(**self._inputs).loss
+    loss.backward()
+    self._opt.step()
+
   def time(self, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-      start = time.perf_counter()
-      self._opt.zero_grad(set_to_none=True)
-      with self._autocast:
-        loss = self._model(**self._inputs).loss
-      loss.backward()
-      self._opt.step()
-      times.append(time.perf_counter() - start)
-    return times
+    return benchmark.time_steps(self.step, n)
 
 
 def _torch_available() -> bool:

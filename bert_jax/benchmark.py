@@ -11,6 +11,7 @@ import json
 import logging
 import statistics
 import time
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -76,12 +77,18 @@ class StepTimer:
     return out
 
   def time(self, n: int) -> list[float]:
-    times = []
-    for _ in range(n):
-      start = time.perf_counter()
-      jax.block_until_ready(self.step())
-      times.append(time.perf_counter() - start)
-    return times
+    return time_steps(self.step, n)
+
+
+def time_steps(step: Callable[[], Any], n: int) -> list[float]:
+  """Seconds of each of `n` calls of `step`, each waited for (what it returns is
+  blocked on; jax dispatches asynchronously)."""
+  times = []
+  for _ in range(n):
+    start = time.perf_counter()
+    jax.block_until_ready(step())
+    times.append(time.perf_counter() - start)
+  return times
 
 
 def run(config, what: str = "step", steps: int = 10, warmup: int = 2,

@@ -63,7 +63,7 @@ def train_flops_per_token(cfg: BertConfig, seq_len: int, predictions: int) -> fl
   return encoder + attention + mlm_head + nsp_head
 
 
-def measure_matmul_flops(dtype: str = "float32", n: int = 2048, reps: int = 10,
+def measure_matmul_flops(dtype: str = "float32", n: int = 2048, reps: int = 5,
                          device=None) -> float:
   """Best FLOP/s of a jitted n x n matmul on `device`: the CPU's practical peak (all
   of the host's cores work on one matmul). Products are summed in float32, as the

@@ -6,6 +6,8 @@ torch is installed), same model config, batch and data, in one process.
 
 The peers compute in our `config.model.dtype` unless `--peer_dtype` says otherwise
 (HF Flax through its `dtype`, PyTorch under CPU autocast); params are float32 in all.
+The host allocator is tuned as `bert-jax` tunes it (host_memory.py) for all runners
+alike, unless `--host_malloc=default`.
 
 The runners take turns (`rounds` x `steps` timed steps each, after warm-up), so
 load from elsewhere on the machine hits all of them alike. Prints one JSON line
@@ -22,6 +24,18 @@ import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bert_jax import host_memory  # noqa: E402
+
+# As `bert-jax` does, before any thread starts; process-wide, so the peers get it too
+# (--host_malloc=default measures everyone with glibc's defaults).
+_MALLOC_FLAG = argparse.ArgumentParser(add_help=False)
+_MALLOC_FLAG.add_argument("--host_malloc", choices=("tuned", "default"), default="tuned",
+                          help="tuned: glibc keeps freed memory (bert_jax/host_memory.py), "
+                          "for all runners; default: glibc as it comes, for all")
+HOST_MALLOC = _MALLOC_FLAG.parse_known_args()[0].host_malloc
+if HOST_MALLOC == "tuned" and not host_memory.keep_freed_memory():
+  HOST_MALLOC = "default"  # not glibc
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -158,7 +172,8 @@ def _overrides(config, pairs: list[str]) -> None:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   parents=[_MALLOC_FLAG])
   parser.add_argument("--size", default="small")
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--seq", type=int, default=128)
@@ -218,6 +233,7 @@ def main():
          for name, c in cpu.items() if name != "bert_jax"},
       "load_average": [round(x, 2) for x in os.getloadavg()],
       "torch": "torch" in tps or "not installed",
+      "host_malloc": HOST_MALLOC,
       "note": PEER_NOTE}))
 
 

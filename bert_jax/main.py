@@ -19,11 +19,16 @@ import sys
 # TensorFlow (the input pipeline) announces its CPU build at INFO; keep warnings.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from absl import app, flags, logging
-import jax
-from ml_collections import config_flags
+from bert_jax import host_memory  # noqa: E402
 
-from bert_jax.errors import InputError, TrainingStopped
+# Before jax and TensorFlow start their threads: see host_memory.py.
+host_memory.keep_freed_memory()
+
+from absl import app, flags, logging  # noqa: E402
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from bert_jax.errors import InputError, TrainingStopped  # noqa: E402
 
 SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan", "benchmark", "convert",
                "finetune", "predict")

@@ -38,36 +38,47 @@ def _dot(a, b):
   return jnp.dot(a, b, preferred_element_type=jnp.float32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _matmul(x, w, transpose_w: bool):
-  """x [M, K] @ w [K, N] (w [N, K] with transpose_w) in x's dtype, summed in f32."""
-  return _forward(x, w, transpose_w)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _matmul(x, w, b, transpose_w: bool):
+  """x [M, K] @ w [K, N] (w [N, K] with transpose_w) + b [N] in x's dtype, summed in
+  f32."""
+  return _forward(x, w, b, transpose_w)[0]
 
 
-def _forward(x, w, transpose_w):
+def _forward(x, w, b, transpose_w):
   wc = w.astype(x.dtype)
-  y = _dot(x, _transpose(wc) if transpose_w else wc).astype(x.dtype)
-  return y, (x, w)  # w: the param itself, alive anyway; recast in the backward pass
+  y = _dot(x, _transpose(wc) if transpose_w else wc) + b.astype(jnp.float32)
+  # w, b: the params themselves, alive anyway; w is recast in the backward pass.
+  return y.astype(x.dtype), (x, w, b)
 
 
 def _backward(transpose_w, res, g):
-  x, w = res
+  x, w, b = res
   wc = w.astype(x.dtype)
   if transpose_w:  # y = x w^T: dx = g w, dw = g^T x
     dx, dw = _dot(g, wc), _dot(_transpose(g), x)
   else:  # y = x w: dx = g w^T, dw = x^T g
     dx, dw = _dot(g, _transpose(wc)), _dot(_transpose(x), g)
-  return dx.astype(x.dtype), dw.astype(w.dtype)
+  # db = the column sums of g, as a dot with a row of ones. XLA:CPU would run the
+  # sum as a reduce-window (its tree-reduction split) of g upcast to f32, unfused:
+  # 14 ms for one [1024, 3072] bias at BERT-base batch 8, 7 % of the step over all
+  # layers. The dot takes well under a millisecond.
+  db = _dot(jnp.ones((1, g.shape[0]), g.dtype), g)[0]
+  return dx.astype(x.dtype), dw.astype(w.dtype), db.astype(b.dtype)
 
 
 _matmul.defvjp(_forward, _backward)
 
 
-def matmul(x: jax.Array, w: jax.Array, dtype, transpose_w: bool = False) -> jax.Array:
-  """x [..., K] @ w [K, N] -> [..., N] in `dtype` (or x @ w^T for w [N, K] with
-  `transpose_w`), summed in float32; w's gradient keeps w's dtype."""
+def matmul(x: jax.Array, w: jax.Array, dtype, transpose_w: bool = False,
+           bias: jax.Array | None = None) -> jax.Array:
+  """x [..., K] @ w [K, N] (+ bias [N]) -> [..., N] in `dtype` (or x @ w^T for w
+  [N, K] with `transpose_w`), summed in float32; the params' gradients keep their
+  dtype."""
   n = w.shape[0] if transpose_w else w.shape[1]
-  y = _matmul(x.reshape(-1, x.shape[-1]).astype(dtype), w, transpose_w)
+  if bias is None:
+    bias = jnp.zeros((n,), w.dtype)
+  y = _matmul(x.reshape(-1, x.shape[-1]).astype(dtype), w, bias, transpose_w)
   return y.reshape(*x.shape[:-1], n)
 
 
@@ -100,5 +111,5 @@ class Dense(nn.Module):
     if tuple(in_size) != tuple(self.kernel_shape[:in_dims]):
       raise ValueError(f"input dims {in_size} do not match kernel {self.kernel_shape}")
     flat = x.reshape(*x.shape[:-in_dims], -1)
-    y = matmul(flat, kernel.reshape(flat.shape[-1], -1), self.dtype)
-    return y.reshape(*x.shape[:-in_dims], *out_shape) + bias.astype(self.dtype)
+    y = matmul(flat, kernel.reshape(flat.shape[-1], -1), self.dtype, bias=bias.reshape(-1))
+    return y.reshape(*x.shape[:-in_dims], *out_shape)

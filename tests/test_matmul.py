@@ -12,28 +12,30 @@ from bert_jax import matmul
 
 
 def _data(transpose_w):
-  keys = jax.random.split(jax.random.key(0), 3)
+  keys = jax.random.split(jax.random.key(0), 4)
   x = jax.random.normal(keys[0], (4, 6, 16))
   w = jax.random.normal(keys[1], (24, 16) if transpose_w else (16, 24))
-  g = jax.random.normal(keys[2], (4, 6, 24))
-  return x, w, g
+  b = jax.random.normal(keys[2], (24,))
+  g = jax.random.normal(keys[3], (4, 6, 24))
+  return x, w, b, g
 
 
 @pytest.mark.parametrize("transpose_w", [False, True])
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
 def test_values_and_gradients_match_a_plain_dot(transpose_w, dtype, tol):
-  x, w, g = _data(transpose_w)
-  plain = lambda x, w: x @ (w.T if transpose_w else w)
-  ours = lambda x, w: matmul.matmul(x, w, dtype, transpose_w)
+  x, w, b, g = _data(transpose_w)
+  plain = lambda x, w, b: x @ (w.T if transpose_w else w) + b
+  ours = lambda x, w, b: matmul.matmul(x, w, dtype, transpose_w, bias=b)
 
   def vjp(f):
-    y, pullback = jax.vjp(f, x, w)
+    y, pullback = jax.vjp(f, x, w, b)
     return (y, *pullback(g.astype(y.dtype)))
 
   got = jax.jit(lambda: vjp(ours))()
   want = vjp(plain)
   assert got[0].dtype == jnp.dtype(dtype)
-  assert got[1].dtype == got[2].dtype == jnp.float32  # cotangents keep the inputs' dtype
+  # cotangents keep the inputs' dtype
+  assert got[1].dtype == got[2].dtype == got[3].dtype == jnp.float32
   for a, b in zip(got, want):
     scale = float(jnp.abs(b).max())
     np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=tol * scale)
@@ -77,6 +79,24 @@ def test_bf16_dots_stay_bf16_forward_and_backward(transpose_w):
   hlo = jax.jit(jax.value_and_grad(loss, (0, 1))).lower(x, w).compile().as_text()
   # forward, input gradient, kernel gradient
   assert _entry_dots(hlo) == [("bf16", "bf16")] * 3
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU reduction lowering")
+def test_bias_gradient_is_a_dot_not_a_reduction():
+  # XLA:CPU lowers a column sum of a [rows, N] gradient to an unfused reduce-window
+  # (~30x slower than the dot); the bias gradient must come out of a dot.
+  x, w, b = jnp.ones((4, 64, 96)), jnp.ones((96, 48)), jnp.ones((48,))
+
+  def loss(x, w, b):
+    y = matmul.matmul(jnp.tanh(x), w, "bfloat16", bias=b)
+    return (jnp.sin(y) * x[..., :48]).astype(jnp.float32).sum()
+
+  hlo = jax.jit(jax.grad(loss, (1, 2))).lower(x, w, b).compile().as_text()
+  assert "reduce-window" not in hlo and " reduce(" not in hlo
+  # forward and kernel gradient in bf16; the bias gradient's dot (XLA rewrites the
+  # row of ones) may be f32
+  dots = _entry_dots(hlo)
+  assert len(dots) == 3 and dots.count(("bf16", "bf16")) >= 2
 
 
 def test_bf16_train_step_runs_sharded_and_tracks_f32(tiny_config):

@@ -57,12 +57,10 @@ def train_step(state: TrainState, batch, rng, *, model, tx, loss_fn, lr_fn):
   rng = jax.random.fold_in(rng, state.step)
   (loss, metrics), grads = jax.value_and_grad(
       lambda p: loss_fn(logits(model, p, batch, rng), batch), has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
   grad_norm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  new = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                   opt_state=opt_state)
-  new = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state.replace(step=new.step))
+  params, opt_state = optimizer.update_if(ok, tx, grads, state.opt_state, state.params)
+  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new, {**metrics, "grad_norm": grad_norm, "learning_rate": lr_fn(state.step),
                "skipped": (~ok).astype(jnp.int32)}
 

@@ -65,6 +65,23 @@ def make(opt_config, num_steps: int) -> tuple[optax.GradientTransformation, opta
   return tx, lr
 
 
+def update_if(ok, tx: optax.GradientTransformation, grads, opt_state, params):
+  """(params, opt_state) after one update of `tx` when `ok`, else as they were.
+
+  A lax.cond, not jnp.where(ok, new, old) over both trees: with where, the new Adam
+  moments and the update each read the old moments, so XLA copied every donated
+  moment before overwriting it in place (412 copies at BERT-base, 90 ms of a 2.2 s
+  CPU step; A/B in BUILD.md).
+  """
+  def update(operands):
+    grads, opt_state, params = operands
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  return jax.lax.cond(ok, update, lambda operands: (operands[2], operands[1]),
+                      (grads, opt_state, params))
+
+
 def restart_schedule(opt_state):
   """Phase 2 of BERT's recipe keeps Adam's moments but runs its own schedule: the
   schedule's step count goes back to 0. Adam's own count is kept (its bias

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bert_jax import model as model_lib, sharding
+from bert_jax import model as model_lib, optimizer, sharding
 
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_positions",
               "masked_ids", "masked_weights", "next_sentence_label")
@@ -73,12 +73,9 @@ def train_step(state: TrainState, batch, rng, *, model: nn.Module,
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grad_norm = optax.tree.norm(grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-  new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
-                         opt_state=keep(opt_state, state.opt_state))
+  params, opt_state = optimizer.update_if(ok, tx, grads, state.opt_state, state.params)
+  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
   metrics = {**metrics, "grad_norm": grad_norm, "skipped": (~ok).astype(jnp.int32)}
   if lr_fn is not None:
     metrics["learning_rate"] = lr_fn(state.step)

@@ -89,3 +89,28 @@ def test_trust_ratio_stays_per_layer_when_layers_are_stacked():
   stacked_updates, _ = tx.update(stack(grads), tx.init(stack(plain)), stack(plain))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                stacked_updates, stack(plain_updates))
+
+
+def test_update_if_skips_and_copies_no_donated_state():
+  rng = np.random.default_rng(1)
+  params = {"dense": {"kernel": jnp.asarray(rng.normal(size=(64, 32)), jnp.float32),
+                      "bias": jnp.zeros((32,), jnp.float32)}}
+  grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
+  tx, _ = optimizer.make(_opt_config(), num_steps=10)
+  state = tx.init(params)
+
+  def step(params, opt_state, grads, ok):
+    return optimizer.update_if(ok, tx, grads, opt_state, params)
+
+  updates, want_state = tx.update(grads, state, params)
+  want = optax.apply_updates(params, updates)
+  got, got_state = step(params, state, grads, jnp.array(True))
+  assert all(jax.tree.leaves(jax.tree.map(np.allclose, (got, got_state), (want, want_state))))
+  kept, kept_state = step(params, state, grads, jnp.array(False))
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, (kept, kept_state), (params, state))))
+  # Donated, the moments are updated in place: a where(ok, new, old) over the trees
+  # made XLA copy each one first (both the new moment and the update read the old).
+  hlo = jax.jit(step, donate_argnums=(0, 1)).lower(
+      params, state, grads, jnp.array(True)).compile().as_text()
+  assert not [line for line in hlo.splitlines()
+              if " copy(" in line and "f32[64,32]" in line.split("=", 1)[1][:12]]

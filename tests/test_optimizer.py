@@ -91,6 +91,21 @@ def test_trust_ratio_stays_per_layer_when_layers_are_stacked():
                stacked_updates, stack(plain_updates))
 
 
+def test_trust_ratio_equals_optax_zero_norms_included():
+  rng = np.random.default_rng(3)
+  updates = {"a": jnp.asarray(rng.normal(size=(5, 4, 3)), jnp.float32),
+             "zero_param": jnp.asarray(rng.normal(size=(6,)), jnp.float32),
+             "zero_update": jnp.zeros((2, 3), jnp.float32)}
+  params = {"a": jnp.asarray(rng.normal(size=(5, 4, 3)), jnp.float32) * 7,
+            "zero_param": jnp.zeros((6,), jnp.float32),
+            "zero_update": jnp.ones((2, 3), jnp.float32)}
+  ours = optimizer.layerwise_trust_ratio()
+  theirs = optax.scale_by_trust_ratio()
+  got, _ = ours.update(updates, ours.init(params), params)
+  want, _ = theirs.update(updates, theirs.init(params), params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+
+
 def test_update_if_skips_and_copies_no_donated_state():
   rng = np.random.default_rng(1)
   params = {"dense": {"kernel": jnp.asarray(rng.normal(size=(64, 32)), jnp.float32),

@@ -36,7 +36,7 @@ def make_optimizer(opt_config, num_steps: int):
   trust = ([optax.masked(optimizer.layerwise_trust_ratio(), optimizer.decay_mask)]
            if opt_config.name == "lamb" else [])
   tx = optax.chain(
-      optax.clip_by_global_norm(opt_config.clip_norm),
+      optimizer.clip_by_global_norm(opt_config.clip_norm),
       optax.scale_by_adam(b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps),
       optax.add_decayed_weights(opt_config.weight_decay, mask=optimizer.decay_mask),
       *trust,

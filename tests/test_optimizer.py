@@ -91,6 +91,19 @@ def test_trust_ratio_stays_per_layer_when_layers_are_stacked():
                stacked_updates, stack(plain_updates))
 
 
+def test_clipping_equals_optax_above_and_below_the_norm():
+  rng = np.random.default_rng(4)
+  grads = {"a": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
+           "b": jnp.asarray(rng.normal(size=(7,)), jnp.float32)}
+  norm = float(optax.tree.norm(grads))
+  for max_norm in (norm / 3, norm * 3):
+    ours, theirs = optimizer.clip_by_global_norm(max_norm), optax.clip_by_global_norm(max_norm)
+    got, _ = ours.update(grads, ours.init(grads))
+    want, _ = theirs.update(grads, theirs.init(grads))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
+    assert ours.init(grads) == theirs.init(grads)  # the same (empty) state
+
+
 def test_trust_ratio_equals_optax_zero_norms_included():
   rng = np.random.default_rng(3)
   updates = {"a": jnp.asarray(rng.normal(size=(5, 4, 3)), jnp.float32),

@@ -23,6 +23,12 @@ def packing_mask(example_ids: jax.Array) -> jax.Array:
   return (same & (example_ids[:, None, :] > 0))[:, None]
 
 
+def _heads_first(t: jax.Array, perm) -> jax.Array:
+  """[B, S, H, D] permuted by `perm` (batch, heads, then two more) -> [B * H, ., .]."""
+  t = t.transpose(perm)
+  return t.reshape(-1, *t.shape[2:])
+
+
 class SelfAttention(nn.Module):
   num_heads: int
   dropout: float
@@ -47,12 +53,17 @@ class SelfAttention(nn.Module):
     if use_dropout:
       # dot_product_attention has no dropout on the probabilities, so the
       # training path spells attention out (XLA fuses it the same way).
-      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+      # Batched dots over batch x heads with row-major operands (see matmul.py).
+      b, s = x.shape[:2]
+      logits = matmul.batch_matmul(_heads_first(q, (0, 2, 1, 3)),  # [BH, S, D]
+                                   _heads_first(k, (0, 2, 3, 1)))  # [BH, D, S]
+      logits = logits.reshape(b, self.num_heads, s, s).astype(jnp.float32)
       logits = logits / jnp.sqrt(jnp.float32(head_dim))
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
       probs = jax.nn.softmax(logits, axis=-1)
       probs = dropout_lib.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
-      out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+      out = matmul.batch_matmul(probs.reshape(-1, s, s), _heads_first(v, (0, 2, 1, 3)))
+      out = out.reshape(b, self.num_heads, s, head_dim).transpose(0, 2, 1, 3)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=mask)
     return proj((self.num_heads, head_dim, hidden),

@@ -26,16 +26,39 @@ import jax.numpy as jnp
 
 
 def _transpose(a: jax.Array) -> jax.Array:
-  """a [M, K] -> [K, M]; a row-major copy for bf16 on CPU (see the module docstring)."""
-  m, k = a.shape
+  """a [..., M, K] -> [..., K, M]; a row-major copy for bf16 on CPU (see the module
+  docstring)."""
+  *batch, m, k = a.shape
   split = next((f for f in (2, 3, 5, 7) if m % f == 0), None)
   if jax.default_backend() != "cpu" or a.dtype != jnp.bfloat16 or split is None:
-    return a.T
-  return a.reshape(split, m // split, k).transpose(2, 0, 1).reshape(k, m)
+    return jnp.swapaxes(a, -1, -2)
+  n = len(batch)
+  return (a.reshape(*batch, split, m // split, k)
+          .transpose(*range(n), n + 2, n, n + 1).reshape(*batch, k, m))
 
 
 def _dot(a, b):
-  return jnp.dot(a, b, preferred_element_type=jnp.float32)
+  return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def batch_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+  """a [N, M, K] @ b [N, K, P] -> [N, M, P] in a's dtype, summed in float32: batched
+  dots (attention's) with the batch axis leading and both operands row-major, the
+  layout XLA:CPU's bf16 kernels take, forward and backward."""
+  return _dot(a, b).astype(a.dtype)
+
+
+def _batch_forward(a, b):
+  return batch_matmul(a, b), (a, b)
+
+
+def _batch_backward(res, g):
+  a, b = res
+  return _dot(g, _transpose(b)).astype(a.dtype), _dot(_transpose(a), g).astype(b.dtype)
+
+
+batch_matmul.defvjp(_batch_forward, _batch_backward)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

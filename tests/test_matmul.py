@@ -111,3 +111,36 @@ def test_bf16_train_step_runs_sharded_and_tracks_f32(tiny_config):
     timer = benchmark.StepTimer(config)
     losses[dtype] = [float(timer.step()["loss"]) for _ in range(3)]
   np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_batch_matmul_values_and_gradients_match_matmul(dtype, tol):
+  keys = jax.random.split(jax.random.key(1), 3)
+  a = jax.random.normal(keys[0], (6, 8, 16)).astype(dtype)
+  b = jax.random.normal(keys[1], (6, 16, 10)).astype(dtype)
+  g = jax.random.normal(keys[2], (6, 8, 10)).astype(dtype)
+  f32 = lambda t: np.asarray(t, np.float32)
+
+  def vjp(f):
+    y, pullback = jax.vjp(f, a, b)
+    return (y, *pullback(g.astype(y.dtype)))
+
+  got = jax.jit(lambda: vjp(matmul.batch_matmul))()
+  want = vjp(lambda a, b: jnp.matmul(a.astype(jnp.float32), b.astype(jnp.float32)))
+  assert all(t.dtype == jnp.dtype(dtype) for t in got)
+  for x, y in zip(got, want[:1] + tuple(t.astype(dtype) for t in want[1:])):
+    np.testing.assert_allclose(f32(x), f32(y), atol=tol * float(jnp.abs(y).max()))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU layout behaviour")
+def test_batched_bf16_dots_stay_bf16_forward_and_backward():
+  # Attention's dots: XLA upcasts a batched dot with a transposed operand, or with the
+  # batch axis not leading, to f32 outside YNNPACK.
+  a, b = jnp.ones((6, 32, 16)), jnp.ones((6, 16, 32))
+
+  def loss(a, b):
+    y = matmul.batch_matmul(jnp.tanh(a).astype(jnp.bfloat16), b.astype(jnp.bfloat16))
+    return y.astype(jnp.float32).sum()
+
+  hlo = jax.jit(jax.value_and_grad(loss, (0, 1))).lower(a, b).compile().as_text()
+  assert _entry_dots(hlo) == [("bf16", "bf16")] * 3

@@ -91,3 +91,22 @@ def test_dropout_is_active_only_when_not_deterministic():
               rngs={"dropout": jax.random.key(1)})["mlm_logits"]
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 3e-2)])
+def test_training_attention_equals_dot_product_attention(dtype, tol):
+  # With dropout on, attention is spelled out (batched dots, masking, softmax);
+  # at a vanishing rate it must equal jax.nn.dot_product_attention's, masks included.
+  from bert_jax import attention  # pylint: disable=g-import-not-at-top
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, 8, 32))
+  real = jnp.array([[1] * 8, [1] * 5 + [0] * 3])
+  layer = attention.SelfAttention(num_heads=4, dropout=1e-9, initializer_range=0.2,
+                                  dtype=dtype)
+  params = layer.init(keys[1], x, attention.padding_mask(real), True)
+  for mask in (attention.padding_mask(real),
+               attention.packing_mask(jnp.array([[1] * 4 + [2] * 4, [1] * 5 + [0] * 3]))):
+    want = layer.apply(params, x, mask, True)
+    got = layer.apply(params, x, mask, False, rngs={"dropout": keys[2]})
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               atol=tol * float(jnp.abs(want).max()))

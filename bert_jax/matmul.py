@@ -12,7 +12,8 @@ transposed operand (x^T g, g w^T). XLA folds a plain transpose into the dot's
 dimension numbers, finds the dot non-canonical, upcasts it to float32 and runs it
 through Eigen at 150 GFLOP/s. So the backward pass here transposes through a
 reshape, which XLA keeps as a real copy: linear in the array's size, where the dot
-is cubic. Float32 dots, and all dots on TPU and GPU, where the compiler places
+is cubic. Batched dots (attention's) follow the same rule with the batch axis
+leading. Float32 dots, and all dots on TPU and GPU, where the compiler places
 transposes itself, get a plain transpose (copying a float32 vocabulary table costs
 more than it saves).
 """

@@ -14,7 +14,7 @@ import jax, jax.numpy as jnp
 n = 32 * 2**20  # a 128 MiB output per call
 f = jax.jit(lambda a: a * 2 + 1)
 a = jnp.ones((n,), jnp.float32)
-for _ in range(6):  # the heap grows over the first calls, until freed blocks fit
+for _ in range(16):  # the heap grows over the first calls (8 here), until freed blocks fit
   jax.block_until_ready(f(a))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 jax.block_until_ready(f(a))

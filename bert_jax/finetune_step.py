@@ -59,7 +59,8 @@ def train_step(state: TrainState, batch, rng, *, model, tx, loss_fn, lr_fn):
       lambda p: loss_fn(logits(model, p, batch, rng), batch), has_aux=True)(state.params)
   grad_norm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  params, opt_state = optimizer.update_if(ok, tx, grads, state.opt_state, state.params)
+  params, opt_state = optimizer.update_if(ok, tx, grads, state.opt_state, state.params,
+                                          grad_norm)
   new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   return new, {**metrics, "grad_norm": grad_norm, "learning_rate": lr_fn(state.step),
                "skipped": (~ok).astype(jnp.int32)}

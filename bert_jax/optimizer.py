@@ -34,18 +34,21 @@ def _stacked(params):
       lambda path, _: any(getattr(k, "key", None) == "layers" for k in path), params)
 
 
-def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
   """optax.clip_by_global_norm (same state, same result up to rounding) as one scalar
   factor. optax divides every gradient by the norm under a select, which XLA:CPU
   writes out as one more pass over all gradients; a product with a scalar fuses into
-  Adam's moment updates."""
-  def update(updates, state, params=None):
-    del params
-    g_norm = optax.tree.norm(updates)
-    scale = jnp.where(g_norm < max_norm, 1.0, max_norm / g_norm)
+  Adam's moment updates. A caller that has the gradients' norm already passes it as
+  `grad_norm` to `tx.update` (a chain hands extra args on), saving a pass over all
+  gradients: under update_if's cond XLA cannot share it with the caller's."""
+  def update(updates, state, params=None, *, grad_norm=None, **extra_args):
+    del params, extra_args
+    if grad_norm is None:
+      grad_norm = optax.tree.norm(updates)
+    scale = jnp.where(grad_norm < max_norm, 1.0, max_norm / grad_norm)
     return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
 
-  return optax.GradientTransformation(optax.init_empty_state, update)
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update)
 
 
 def layerwise_trust_ratio() -> optax.GradientTransformation:
@@ -86,8 +89,10 @@ def make(opt_config, num_steps: int) -> tuple[optax.GradientTransformation, opta
   return tx, lr
 
 
-def update_if(ok, tx: optax.GradientTransformation, grads, opt_state, params):
-  """(params, opt_state) after one update of `tx` when `ok`, else as they were.
+def update_if(ok, tx: optax.GradientTransformation, grads, opt_state, params,
+              grad_norm=None):
+  """(params, opt_state) after one update of `tx` when `ok`, else as they were;
+  `grad_norm`, the gradients' global norm if known, goes to clip_by_global_norm.
 
   A lax.cond, not jnp.where(ok, new, old) over both trees: with where, the new Adam
   moments and the update each read the old moments, so XLA copied every donated
@@ -96,7 +101,8 @@ def update_if(ok, tx: optax.GradientTransformation, grads, opt_state, params):
   """
   def update(operands):
     grads, opt_state, params = operands
-    updates, opt_state = tx.update(grads, opt_state, params)
+    updates, opt_state = optax.with_extra_args_support(tx).update(
+        grads, opt_state, params, grad_norm=grad_norm)
     return optax.apply_updates(params, updates), opt_state
 
   return jax.lax.cond(ok, update, lambda operands: (operands[2], operands[1]),

@@ -74,7 +74,8 @@ def train_step(state: TrainState, batch, rng, *, model: nn.Module,
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grad_norm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  params, opt_state = optimizer.update_if(ok, tx, grads, state.opt_state, state.params)
+  params, opt_state = optimizer.update_if(ok, tx, grads, state.opt_state, state.params,
+                                          grad_norm)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
   metrics = {**metrics, "grad_norm": grad_norm, "skipped": (~ok).astype(jnp.int32)}
   if lr_fn is not None:

@@ -102,6 +102,11 @@ def test_clipping_equals_optax_above_and_below_the_norm():
     want, _ = theirs.update(grads, theirs.init(grads))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
     assert ours.init(grads) == theirs.init(grads)  # the same (empty) state
+    # A norm the caller has already taken is used as given (through a chain too).
+    chain = optax.chain(ours)
+    given, _ = chain.update(grads, chain.init(grads), grad_norm=jnp.float32(norm * 2))
+    jax.tree.map(lambda a, g: np.testing.assert_allclose(
+        a, g * min(1.0, max_norm / (norm * 2)), rtol=1e-6), given, grads)
 
 
 def test_trust_ratio_equals_optax_zero_norms_included():

@@ -11,7 +11,8 @@ setuptools.setup(
     python_requires=">=3.10",
     # configs/ ships inside the package as bert_jax.configs, so the demo and
     # `--config` defaults work from an installed wheel too.
-    packages=["bert_jax", "bert_jax.configs"],
+    packages=setuptools.find_packages(include=["bert_jax", "bert_jax.*"])
+    + ["bert_jax.configs"],
     package_dir={"bert_jax": "bert_jax", "bert_jax.configs": "configs"},
     install_requires=[
         "jax>=0.7",

@@ -19,7 +19,9 @@ import time
 
 import jax
 
-from bert_jax import checkpoints, model as model_lib, pretrain
+from bert_jax.runtime import checkpoints
+from bert_jax.model import bert as model_lib
+from bert_jax.pretrain import step as pretrain_step
 from bert_jax.configs import pretrain as pretrain_configs
 
 
@@ -48,7 +50,7 @@ def main() -> None:
   config.unlock()
   config.mesh.shape = (1, 1, 1)
   with jax.default_device(jax.devices()[0]):
-    s = pretrain.setup(config)
+    s = pretrain_step.setup(config)
     state = s.init(0)
   jax.block_until_ready(state)
   size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))

@@ -25,7 +25,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bert_jax import host_memory  # noqa: E402
+from bert_jax.runtime import host_memory  # noqa: E402
 
 # As `bert-jax` does, before any thread starts; process-wide, so the peers get it too
 # (--host_malloc=default measures everyone with glibc's defaults).
@@ -41,7 +41,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from bert_jax import benchmark  # noqa: E402
+from bert_jax.tools import benchmark  # noqa: E402
 from bert_jax.configs import pretrain as pretrain_configs  # noqa: E402
 
 PEER_NOTE = ("peers (transformers BertForPreTraining) compute MLM logits over the full "

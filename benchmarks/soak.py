@@ -81,7 +81,7 @@ def _kill_at_random(proc: subprocess.Popen, workdir: str, rng: random.Random,
 def _latest_restores(workdir: str) -> bool:
   """The latest checkpoint (if any) restores: params and optimizer state read back."""
   import bert_jax  # pylint: disable=g-import-not-at-top
-  from bert_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import checkpoints  # pylint: disable=g-import-not-at-top
   mngr = checkpoints.manager(workdir, async_save=False)
   step = mngr.latest_step()
   mngr.close()
@@ -102,7 +102,7 @@ def _params(workdir: str):
 def soak(workdir: str, kills: int, steps: int, seed: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from bert_jax import prepare  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import prepare  # pylint: disable=g-import-not-at-top
   from bert_jax.configs import pretrain as pretrain_configs  # pylint: disable=g-import-not-at-top
 
   shutil.rmtree(workdir, ignore_errors=True)

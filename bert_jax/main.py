@@ -19,7 +19,7 @@ import sys
 # TensorFlow (the input pipeline) announces its CPU build at INFO; keep warnings.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
-from bert_jax import host_memory  # noqa: E402
+from bert_jax.runtime import host_memory  # noqa: E402
 
 # Before jax and TensorFlow start their threads: see host_memory.py.
 host_memory.keep_freed_memory()
@@ -73,46 +73,48 @@ def _init_distributed() -> None:
 
 
 def _dispatch(command: str, args=()) -> None:
+  # Each command imports only what it runs, so `bert-jax --help` stays fast and
+  # `plan` / `benchmark --what step` never import TensorFlow.
+  # pylint: disable=g-import-not-at-top
+  config, workdir = _CONFIG.value, _WORKDIR.value
   if command == "convert":
-    from bert_jax import convert  # pylint: disable=g-import-not-at-top
+    from bert_jax.interop import convert
     if _FROM.value is None or _TO.value is None:
       raise InputError("convert needs --from {hf,tf1,orbax} and --to {orbax,hf}")
     convert.convert(args[0], _FROM.value, args[1], _TO.value)
-    return
-  if command in ("finetune", "predict"):
-    from bert_jax import finetune  # pylint: disable=g-import-not-at-top
-    if command == "predict":
-      if not (_WORKDIR.value and _INPUT.value and _OUTPUT.value):
-        raise InputError("predict needs --workdir, --input and --output")
-      finetune.predict(_WORKDIR.value, _INPUT.value, _OUTPUT.value)
-    elif _CONFIG.value is None or _WORKDIR.value is None:
-      raise InputError("finetune needs --config and --workdir")
-    else:
-      finetune.run(_CONFIG.value, _WORKDIR.value)
-    return
-  # Imported here so `bert-jax --help` stays fast.
-  from bert_jax import benchmark, demo, plan, prepare, pretrain  # pylint: disable=g-import-not-at-top
-  if command == "demo":
-    demo.run(_WORKDIR.value or "demo_workdir", _CONFIG.value)
-    return
-  if _CONFIG.value is None:
+  elif command == "predict":
+    from bert_jax.finetune import loop as finetune
+    if not (workdir and _INPUT.value and _OUTPUT.value):
+      raise InputError("predict needs --workdir, --input and --output")
+    finetune.predict(workdir, _INPUT.value, _OUTPUT.value)
+  elif command == "demo":
+    from bert_jax.tools import demo
+    demo.run(workdir or "demo_workdir", config)
+  elif config is None:
     raise InputError(f"{command} needs --config")
-  if command == "plan":
-    plan.run(_CONFIG.value, _HBM_GIB.value)
-    return
-  if command == "benchmark" and _WHAT.value == "input":
-    from bert_jax import input_benchmark  # pylint: disable=g-import-not-at-top
-    if _WORKDIR.value is None and not _CONFIG.value.data.prepared_dir:
+  elif command == "plan":
+    from bert_jax.tools import plan
+    plan.run(config, _HBM_GIB.value)
+  elif command == "benchmark" and _WHAT.value == "input":
+    from bert_jax.tools import input_benchmark
+    if workdir is None and not config.data.prepared_dir:
       raise InputError("benchmark --what input needs --workdir (or data.prepared_dir)")
-    input_benchmark.run(_CONFIG.value, _WORKDIR.value or _CONFIG.value.data.prepared_dir)
-    return
-  if command == "benchmark":
+    input_benchmark.run(config, workdir or config.data.prepared_dir)
+  elif command == "benchmark":
+    from bert_jax.tools import benchmark
     # --workdir is optional: where train.profile_steps traces go.
-    benchmark.run(_CONFIG.value, _WHAT.value, _STEPS.value, workdir=_WORKDIR.value)
-    return
-  if _WORKDIR.value is None:
+    benchmark.run(config, _STEPS.value, workdir=workdir)
+  elif workdir is None:
     raise InputError(f"{command} needs --config and --workdir")
-  {"prepare": prepare.run, "pretrain": pretrain.run}[command](_CONFIG.value, _WORKDIR.value)
+  elif command == "finetune":
+    from bert_jax.finetune import loop as finetune
+    finetune.run(config, workdir)
+  elif command == "prepare":
+    from bert_jax.data import prepare
+    prepare.run(config, workdir)
+  else:
+    from bert_jax.pretrain import loop as pretrain
+    pretrain.run(config, workdir)
 
 
 def main(argv) -> None:

@@ -125,6 +125,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.eval_examples = 1000 if small_vocab else 10_000
 
   c.optimizer = ml_collections.ConfigDict()
+  # "lamb" (BERT's large-batch pretraining recipe) or "adamw" (no trust ratio).
+  c.optimizer.name = "lamb"
   # Peak learning rate, reached at the end of warm-up.
   c.optimizer.learning_rate = 1e-2 if small_vocab else 4e-4
   # Linear warm-up steps.
@@ -174,8 +176,6 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # Stop (with an error, checkpoints intact) after this many non-finite steps in a
   # row; each such step is skipped and counted in the `skipped` metric. 0: never stop.
   c.train.max_nonfinite_steps = 20
-  # Test hook: steps whose batch gets NaN loss weights (to exercise the above).
-  c.train.poison_steps = ()
   # (FIRST, LAST): trace steps FIRST..LAST with jax.profiler into WORKDIR/tensorboard
   # (TensorBoard's profile tab). Leave a few steps after the first: it compiles.
   # () = no trace.

@@ -1,10 +1,19 @@
-"""8 emulated CPU devices for every test; must run before jax is imported."""
+"""8 emulated CPU devices for every test; must run before jax is imported.
+
+Compiled programs go to a persistent compilation cache made fresh for this session
+(and inherited by the CLI subprocesses the tests start): the suite compiles the same
+tiny train step in dozens of processes, and a hit changes only how long a test
+takes, never what it computes."""
 
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bert_jax-test-xla-")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import pytest  # noqa: E402
 

@@ -24,7 +24,11 @@ def pretrained_tiny(workdir: str, seed: int = 0) -> None:
   random init: fine-tuning tests must not depend on what pretraining learns."""
   # pylint: disable=g-import-not-at-top
   import jax
-  from bert_jax import checkpoints, model, optimizer, tokenizer, train_step
+  from bert_jax.runtime import checkpoints
+  from bert_jax.model import bert as model
+  from bert_jax.runtime import optimizer
+  from bert_jax.data import tokenizer
+  from bert_jax.runtime import state as state_lib
   from bert_jax.configs import pretrain as configs
   rng = random.Random(seed)
   sentences = [" ".join(rng.choice(ALL_WORDS) for _ in range(rng.randint(4, 12)))
@@ -40,7 +44,7 @@ def pretrained_tiny(workdir: str, seed: int = 0) -> None:
   tx, _ = optimizer.make(c.optimizer, 10)
   # Not fine-tuning's seed: restored weights must differ from a fresh init's.
   key = jax.random.key(1000 + seed)
-  state = jax.jit(lambda r: train_step.init_state(bert, tx, r, 8))(key)
+  state = jax.jit(lambda r: state_lib.init_state(bert, tx, r, 8))(key)
   mngr = checkpoints.manager(workdir, async_save=False)
   checkpoints.save(mngr, state)
   mngr.wait_until_finished()

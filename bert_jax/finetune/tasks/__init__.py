@@ -1,0 +1,2 @@
+"""Fine-tuning tasks: each module reads its file format, featurizes, and defines
+its loss, evaluation and predictions."""

@@ -1,0 +1,1 @@
+"""Commands built on the rest: plan, benchmarks and the demo."""

@@ -152,3 +152,12 @@ def test_static_masks_are_the_same_every_epoch(tmp_path, tiny_config):
       # An example read again (next epoch) has exactly the masks it had.
       assert seen.setdefault(key, masked) == masked
   assert len(seen) < 8 * len(batches)  # examples did come round again
+
+
+def test_prefetch_to_device_keeps_order_and_places_batches():
+  mesh = sharding.make_mesh((-1, 1, 1))
+  batch_sh = sharding.batch_sharding(mesh, (("batch", ("data", "fsdp")),))
+  host = [{"x": np.full((8, 2), i, np.int32)} for i in range(5)]
+  got = list(input_pipeline.prefetch_to_device(iter(host), batch_sh, size=2))
+  assert [int(b["x"][0, 0]) for b in got] == [0, 1, 2, 3, 4]
+  assert all(b["x"].sharding == batch_sh for b in got)

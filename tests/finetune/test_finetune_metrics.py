@@ -3,7 +3,6 @@ input of the three tasks (no model involved)."""
 
 import json
 
-import ml_collections
 import numpy as np
 import pytest
 

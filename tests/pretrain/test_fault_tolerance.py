@@ -41,8 +41,11 @@ def _config(tiny_config, num_steps, data_dir, **train):
   config.unlock()
   config.data.update(max_documents=200, num_shards=4, num_streams=4,
                      prepared_dir=data_dir)
+  # No held-out evaluation: these tests are about the training state (test_evaluate
+  # covers evaluation), and each would compile and run it once more.
   config.train.update({"global_batch_size": 16, "num_steps": num_steps, "log_every": 1,
-                       "checkpoint_every": 10, "keep_checkpoints": 2, **train})
+                       "checkpoint_every": 10, "keep_checkpoints": 2, "eval_every": 0,
+                       **train})
   config.optimizer.warmup_steps = 5
   return config
 
@@ -56,6 +59,7 @@ def _flags(config, workdir):
           f"--config.train.num_steps={t.num_steps}", f"--config.train.log_every={t.log_every}",
           f"--config.train.checkpoint_every={t.checkpoint_every}",
           f"--config.train.keep_checkpoints={t.keep_checkpoints}",
+          f"--config.train.eval_every={t.eval_every}",
           "--config.optimizer.warmup_steps=5", *[f"--config.mesh.shape={config.mesh.shape}"]]
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import bert_jax
 from bert_jax.data import prepare
+from bert_jax.pretrain import loop as pretrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 10
@@ -35,6 +36,17 @@ def _run(cmd, env_devices, **env):
   return result
 
 
+def _config(tiny_config, data_dir, num_steps=STEPS):
+  """What _flags says, for the same run in this process (8 devices)."""
+  config = tiny_config.copy_and_resolve_references()
+  config.data.prepared_dir = data_dir
+  config.mesh.shape = (8, 1, 1)
+  config.train.update(global_batch_size=16, num_steps=num_steps, log_every=1,
+                      checkpoint_every=10)
+  config.optimizer.warmup_steps = 2
+  return config
+
+
 def _losses(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
@@ -49,7 +61,8 @@ def test_two_processes_match_one_process(tmp_path, tiny_config):
   data_dir = str(tmp_path / "prep" / "data")
   one, two = tmp_path / "one", tmp_path / "two"
 
-  _run([sys.executable, "-m", "bert_jax", "pretrain", *_flags(one, data_dir)], 8)
+  # The reference in this process: the CLI's multi-process path is what is tested.
+  pretrain.run(_config(tiny_config, data_dir), str(one))
   _run(["bash", f"{REPO}/launch/local_multiprocess.sh", "2", "pretrain",
         *_flags(two, data_dir)], 4, DEVICES_PER_PROCESS="4", LOG_DIR=str(tmp_path),
        BERT_JAX=f"{sys.executable} -m bert_jax")
@@ -72,5 +85,5 @@ def test_two_processes_match_one_process(tmp_path, tiny_config):
   assert max(jax.tree_util.tree_leaves(diffs)) <= 1e-6, diffs
 
   # ... and one process keeps training from it.
-  _run([sys.executable, "-m", "bert_jax", "pretrain", *_flags(two, data_dir, STEPS + 2)], 8)
+  pretrain.run(_config(tiny_config, data_dir, STEPS + 2), str(two))
   assert max(_losses(two)) == STEPS + 2

@@ -1,4 +1,4 @@
-"""`bert-jax benchmark`, the FLOP count behind MFU, log windows and profiler traces."""
+"""`bert-jax benchmark --what step` and `--what input`, and profiler traces."""
 
 import glob
 import json
@@ -9,50 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax.tools import benchmark
-from bert_jax.runtime import flops
-from bert_jax.data import input_pipeline
-from bert_jax.runtime import profiler, writers
-from bert_jax.pretrain import step as pretrain_step
-from bert_jax.runtime import sharding
 from bert_jax.errors import InputError
-from bert_jax.model.bert import BertConfig
-
-
-def test_train_flops_match_a_hand_count_for_tiny(tiny_config):
-  cfg = BertConfig.from_dict(tiny_config.model)
-  seq, preds = 128, 20
-  assert (cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size) == (
-      2, 128, 512, 8000)
-  # Multiply-adds of one sequence's forward pass, matmul by matmul.
-  per_layer = (3 * seq * 128 * 128      # Q, K, V projections
-               + seq * 128 * seq        # scores QK^T (2 heads x 64 = 128)
-               + seq * seq * 128        # probabilities x V
-               + seq * 128 * 128        # output projection
-               + seq * 128 * 512        # feed-forward in
-               + seq * 512 * 128)       # feed-forward out
-  heads = (preds * 128 * 128            # MLM transform at the masked positions
-           + preds * 128 * 8000         # tied vocab projection, masked positions only
-           + 128 * 128 + 128 * 2)       # pooler + NSP on [CLS]
-  macs = 2 * per_layer + heads
-  # 2 FLOPs per multiply-add; backward = 2x forward.
-  assert flops.train_flops_per_token(cfg, seq, preds) == pytest.approx(6 * macs / seq)
-  assert flops.train_flops_per_token(cfg, seq, preds) == pytest.approx(3_728_652, abs=1)
-
-
-def test_peak_flops_from_table_or_probe():
-  class Device:
-    platform, process_index = "tpu", 0
-    device_kind = "TPU v5 lite"
-  peak, source = flops.peak_flops([Device()] * 4)
-  assert peak == 4 * 197e12 and "TPU v5 lite" in source
-  Device.device_kind = "TPU v5p"
-  assert flops.peak_flops([Device()])[0] == 459e12
-  Device.device_kind = "mystery chip"
-  assert flops.peak_flops([Device()])[0] is None
-  # CPU: measured, and the emulated devices of a process share its cores.
-  peak, source = flops.peak_flops(jax.devices())
-  assert 1e9 < peak < 1e14 and "measured" in source
+from bert_jax.pretrain import step as pretrain_step
+from bert_jax.runtime import profiler
+from bert_jax.tools import benchmark
 
 
 def _small(tiny_config, **train):
@@ -102,34 +62,6 @@ def test_profile_steps_write_a_trace(tiny_config, tmp_path, capsys):
   assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
   with pytest.raises(InputError, match="profile_steps"):
     profiler.Trace(str(tmp_path), (3, 2))
-
-
-def test_logger_writes_windows_one_step_late_with_mfu(tmp_path):
-  logger = writers.Logger(str(tmp_path), num_steps=5, tokens_per_step=100,
-                          flops_per_step=1e9, peak_flops=1e12)
-  step_metrics = lambda i: {"loss": jax.numpy.float32(i), "skipped": jax.numpy.int32(0),
-                            "mlm_accuracy": 0.0, "nsp_accuracy": 0.0,
-                            "learning_rate": 0.0}
-  rows = lambda: [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  for step in range(1, 6):
-    logger.add(step, jax.tree.map(jax.numpy.asarray, step_metrics(step)),
-               log=step in (1, 4, 5))
-    if step == 4:  # step 4's window is written at step 5, after it is dispatched
-      assert [r["step"] for r in rows()] == [1]
-  last = logger.close()
-  assert [r["step"] for r in rows()] == [1, 4, 5]
-  assert [r["loss"] for r in rows()] == [1.0, 3.0, 5.0]  # means of the windows
-  assert last["mfu"] == pytest.approx(last["steps_per_sec"] * 1e9 / 1e12)
-  assert last["tokens_per_sec"] == pytest.approx(last["steps_per_sec"] * 100)
-
-
-def test_prefetch_to_device_keeps_order_and_places_batches():
-  mesh = sharding.make_mesh((-1, 1, 1))
-  batch_sh = sharding.batch_sharding(mesh, (("batch", ("data", "fsdp")),))
-  host = [{"x": np.full((8, 2), i, np.int32)} for i in range(5)]
-  got = list(input_pipeline.prefetch_to_device(iter(host), batch_sh, size=2))
-  assert [int(b["x"][0, 0]) for b in got] == [0, 1, 2, 3, 4]
-  assert all(b["x"].sharding == batch_sh for b in got)
 
 
 def test_input_benchmark_prints_every_field(tiny_config, tmp_path, capsys):

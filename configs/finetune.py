@@ -51,8 +51,10 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict()
   # "adamw" (as BERT's fine-tuning recipe) or "lamb".
   c.optimizer.name = "adamw"
-  # Peak learning rate, reached at the end of warm-up. BERT-base: 2e-5 ... 5e-5.
-  c.optimizer.learning_rate = 5e-5
+  # Peak learning rate, reached at the end of warm-up; 0: by the model's width
+  # (finetune.loop.SIZE_DEFAULTS: 3e-3 for tiny ... 5e-5 for base, as small models
+  # need far larger rates than BERT-base's 2e-5 ... 5e-5).
+  c.optimizer.learning_rate = 0.0
   # Fraction of all steps spent warming up linearly; then linear decay to 0.
   c.optimizer.warmup_fraction = 0.1
   # Decoupled weight decay; LayerNorm and biases are excluded.
@@ -65,8 +67,9 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
   c.optimizer.clip_norm = 1.0
 
   c.train = ml_collections.ConfigDict()
-  # Passes over the training file; evaluation and a checkpoint after each.
-  c.train.epochs = 2 if qa else 3
+  # Passes over the training file; evaluation and a checkpoint after each. 0: by the
+  # model's width (finetune.loop.SIZE_DEFAULTS: 10 for tiny ... 3 for base).
+  c.train.epochs = 0
   # Examples (qa: context windows) per step, over all processes.
   c.train.batch_size = 32
   # Rows per evaluation / prediction batch.

@@ -158,8 +158,16 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   # Sequences per step summed over all processes.
   c.train.global_batch_size = 32 if small_vocab else 256
-  # Total optimizer steps (the schedule decays to 0 here).
+  # Total optimizer steps (the schedule decays to 0 here). With a time budget, the
+  # most steps taken.
   c.train.num_steps = 2000 if small_vocab else 1_000_000
+  # Training-time budget in seconds; 0: off (the step schedule above). On: warm-up
+  # over optimizer.warmup_steps steps, then the learning rate decays to 0 exactly when
+  # the training time (steps and their compilation; not data preparation, evaluation
+  # or checkpoint waits) reaches it, and training stops there. Process 0's clock
+  # decides; the elapsed time is checkpointed, so a resume continues the schedule
+  # (but, unlike step schedules, not bit for bit: the clock is not the same twice).
+  c.train.time_budget = 0.0
   # Seed for init, dropout and masking.
   c.train.seed = 0
   # Log metrics every N steps.

@@ -26,3 +26,15 @@ def pytest_configure(config):
 def tiny_config():
   from bert_jax.configs import pretrain  # pylint: disable=g-import-not-at-top
   return pretrain.get_config("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory, tiny_config):
+  """Shards of 200 embedded-corpus documents (4 shards, 4 streams) shared by the
+  pretraining tests that need data but not their own; the tokenizer stays in `prep`."""
+  from bert_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  out = tmp_path_factory.mktemp("tiny_data")
+  config = tiny_config.copy_and_resolve_references()
+  config.data.update(max_documents=200, num_shards=4, num_streams=4, prepared_dir=str(out))
+  prepare.run(config, str(out.parent / "prep"))
+  return str(out)

@@ -193,9 +193,8 @@ def untag_words(line: str) -> list[str]:
   return [w for w in words if w]
 
 
-def peoples_daily_documents(words: bool = False) -> Iterator[Document]:
-  """The embedded corpus: ~3,300 articles, ~1.8M characters; sentences as tuples of
-  words with `words=True`.
+def peoples_daily_lines() -> Iterator[list[str]]:
+  """The embedded corpus's articles, each as its tagged lines ('迈向/v  充满/v ...').
 
   The file has no document markers, so an article starts at the first non-body line
   (headline, dateline) that follows body text.
@@ -203,8 +202,7 @@ def peoples_daily_documents(words: bool = False) -> Iterator[Document]:
   doc, prev_body = [], True
   with open(peoples_daily_path(), encoding="utf-8") as f:
     for raw in f:
-      line_words = untag_words(raw)
-      line = "".join(line_words)
+      line = "".join(untag_words(raw))
       if not line:
         continue
       body = bool(_BODY_END.search(line))
@@ -212,8 +210,20 @@ def peoples_daily_documents(words: bool = False) -> Iterator[Document]:
         yield doc
         doc = []
       prev_body = body
-      doc.extend(split_word_sentences(line_words) if words else split_sentences(line))
+      doc.append(raw.strip())
   if doc:
+    yield doc
+
+
+def peoples_daily_documents(words: bool = False) -> Iterator[Document]:
+  """The embedded corpus: ~3,300 articles, ~1.8M characters; sentences as tuples of
+  words with `words=True`."""
+  for lines in peoples_daily_lines():
+    doc = []
+    for raw in lines:
+      line_words = untag_words(raw)
+      doc.extend(split_word_sentences(line_words) if words
+                 else split_sentences("".join(line_words)))
     yield doc
 
 

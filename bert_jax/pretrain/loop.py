@@ -6,6 +6,7 @@ init. Running the same command again continues where the last run stopped; SIGTE
 or a preemption notice saves at the current step and exits cleanly.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,8 @@ from bert_jax.data import input_pipeline, prepare, tokenizer
 from bert_jax.errors import InputError
 from bert_jax.interop import pretrained
 from bert_jax.model import bert as model_lib
-from bert_jax.pretrain import evaluate, step as pretrain_step
+from bert_jax.pretrain import (budget as budget_lib, evaluate, references,
+                               step as pretrain_step)
 from bert_jax.runtime import (checkpoints, flops, nonfinite, optimizer, preemption,
                               profiler, setup as setup_lib, state as state_lib, writers)
 
@@ -130,44 +132,58 @@ def run(config, workdir: str) -> dict:
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints,
                              keep_best=config.train.keep_best_checkpoints,
                              best_metric="eval_loss", best_mode="min")
-  state, start, first_batch = _restore_or_init(config, workdir, mngr, s)
-  eval_set = _eval_set(config, workdir, stats, s)
+  state, start, first_batch, seconds = _restore_or_init(config, workdir, mngr, s)
+  eval_path = _eval_path(config, workdir)
+  eval_set = eval_path and _eval_set(config, eval_path, stats, s)
 
   ds = dataset(config, files, stats, first_batch)
   # The next batches are copied to the devices while the current step runs.
   batches = input_pipeline.prefetch_to_device(ds.as_numpy_iterator(), s.batch_sharding)
 
   logger = writers.Logger(workdir, config.train.num_steps, **throughput(config, s))
+  if eval_path and start == 0:
+    # Logged once per run, as step 0: what counting alone gets right. Every process
+    # counts (the same host work), so none waits in a collective for another.
+    refs = _references(config, files, stats, eval_path)
+    logger.write_eval(0, refs)  # process 0 writes
   trace = profiler.Trace(workdir, config.train.profile_steps, config.train.num_steps)
   stop = preemption.StopRequest()
   streak = nonfinite.Streak(config.train.max_nonfinite_steps)
   rng = jax.random.key(config.train.seed + 1)
   num_steps = config.train.num_steps
-  position = lambda step: data_position(config, step - start + first_batch)
+  budget = budget_lib.Budget(config.train.time_budget, seconds,
+                             config.train.global_batch_size // jax.process_count())
+  position = lambda step: data_position(config, step - start + first_batch,
+                                        budget.seconds(step_metrics))
   try:
     with s.context():
       for step in range(start + 1, num_steps + 1):
-        batch = next(batches)
+        batch = budget.stamp(next(batches), s)
         trace.before(step)
         state, step_metrics = s.step_fn(state, batch, rng)
         trace.after(step, step_metrics)
+        last = step == num_steps or budget.spent(step_metrics)
         # The first step of a run is logged too: its metrics are the starting point.
         logger.add(step, step_metrics, log=(step % config.train.log_every == 0
-                                            or step in (start + 1, num_steps)))
+                                            or step == start + 1 or last))
         streak.add(step, step_metrics["skipped"])
         stopping = stop(step)
-        saving = stopping or step % config.train.checkpoint_every == 0 or step == num_steps
+        saving = stopping or step % config.train.checkpoint_every == 0 or last
         eval_metrics = None
-        # With keep_best_checkpoints every checkpoint is evaluated, to be ranked.
-        if eval_set and (step % config.train.eval_every == 0 or step == num_steps
-                         or (saving and config.train.keep_best_checkpoints)):
-          eval_metrics = eval_set(state.params)
-          logger.write_eval(step, eval_metrics)
-        if saving:
-          checkpoints.save(mngr, state, position(step), metrics=eval_metrics,
-                           force=stopping)
+        with budget.paused():  # evaluation and checkpoint waits are not training time
+          # With keep_best_checkpoints every checkpoint is evaluated, to be ranked.
+          if eval_set and (step % config.train.eval_every == 0 or last
+                           or (saving and config.train.keep_best_checkpoints)):
+            eval_metrics = eval_set(state.params)
+            # When, in training time (for accuracy-against-time curves).
+            logger.write_eval(step, {**eval_metrics, "train_seconds": budget.now()})
+          if saving:
+            checkpoints.save(mngr, state, position(step), metrics=eval_metrics,
+                             force=stopping)
         if stopping:
           log.warning("stopped at step %d (%s); checkpoint saved", step, stop.signal)
+          break
+        if last:
           break
       streak.finish()
   finally:
@@ -195,46 +211,78 @@ def dataset(config, files: list[str], stats: dict, first_batch: int = 0):
       static_masks=stats["masking"] == "static")
 
 
-def _eval_set(config, workdir: str, stats: dict, s: setup_lib.Setup):
-  """The held-out set (see evaluate.py), or None when off or not prepared."""
+def _eval_path(config, workdir: str) -> str | None:
+  """The held-out set's file, or None when evaluation is off or nothing was held out."""
   path = os.path.join(prepare.data_dir(config, workdir), prepare.EVAL_FILE)
   if not config.train.eval_every or not epath.Path(path).exists():
     if config.train.eval_every:
       log.info("no %s: no evaluation (prepare with data.eval_documents > 0)", path)
     return None
+  return path
+
+
+def _eval_args(config, stats: dict) -> dict:
+  """How the held-out set is read and masked (the same for the model and the count
+  references, so both score the same positions)."""
+  return dict(seq_len=config.data.max_seq_length, max_examples=config.data.eval_examples,
+              vocab_size=stats["vocab_size"], mask_prob=config.data.mask_prob,
+              max_predictions=config.data.max_predictions_per_seq,
+              special=special_ids(stats))
+
+
+def _eval_set(config, path: str, stats: dict, s: setup_lib.Setup):
+  """The held-out set (see evaluate.py)."""
   eval_set = evaluate.EvalSet.create(
       path, s.model, s.shardings.params, s.batch_sharding,
       with_nsp=stats["objective"] != "none",
-      global_batch=config.train.global_batch_size, seq_len=config.data.max_seq_length,
-      max_examples=config.data.eval_examples, process_index=jax.process_index(),
-      process_count=jax.process_count(), vocab_size=stats["vocab_size"],
-      mask_prob=config.data.mask_prob,
-      max_predictions=config.data.max_predictions_per_seq, special=special_ids(stats))
+      global_batch=config.train.global_batch_size, process_index=jax.process_index(),
+      process_count=jax.process_count(), **_eval_args(config, stats))
   log.info("evaluating every %d steps on %d held-out examples", config.train.eval_every,
            eval_set.num_examples)
   return eval_set
 
 
-def data_position(config, batches: int) -> dict:
+# Training rows counted for the references: ~25M tokens at seq 128 is plenty for
+# bigram statistics, and bounds the start-up cost on a large corpus.
+REFERENCE_ROWS = 200_000
+
+
+def _references(config, files: list[str], stats: dict, path: str) -> dict:
+  """The count-based references' accuracy on the held-out masked positions (see
+  references.py), from (up to REFERENCE_ROWS) training rows. Host work only."""
+  special = special_ids(stats)
+  counts = references.count(input_pipeline.read_input_ids(files, REFERENCE_ROWS),
+                            stats["vocab_size"], special.pad)
+  predictor = references.Predictor(counts, dataclasses.astuple(special))
+  batches = input_pipeline.eval_batches(path, evaluate.MASK_SEED, global_batch=1024,
+                                        **_eval_args(config, stats))
+  return references.accuracies(predictor, batches, special.mask, special.pad)
+
+
+def data_position(config, batches: int, train_seconds: float = 0.0) -> dict:
   """What a checkpoint records of the input: examples consumed per stream (every
-  batch is a pure function of it), and what that count refers to."""
+  batch is a pure function of it), and what that count refers to; and the training
+  seconds so far (a time budget's schedule continues from them)."""
   return {"stream_examples": batches * (config.train.global_batch_size
                                         // config.data.num_streams),
           "num_streams": config.data.num_streams,
           "data_dir": os.path.abspath(config.data.prepared_dir) if config.data.prepared_dir
-                      else "WORKDIR/data"}
+                      else "WORKDIR/data",
+          "train_seconds": float(train_seconds)}
 
 
 def _restore_or_init(config, workdir: str, mngr, s: setup_lib.Setup):
-  """(state, start step, batches already read). Resume order: this workdir's latest
-  checkpoint (its data position included), else config.init_from, else a fresh init."""
+  """(state, start step, batches already read, training seconds so far). Resume
+  order: this workdir's latest checkpoint (its data position included), else
+  config.init_from, else a fresh init."""
   target = s.restore_target()
   start = mngr.latest_step()
   if start is None:
     state = _init_from(config, target, s) if config.init_from else s.init(config.train.seed)
-    return state, 0, 0
+    return state, 0, 0, 0.0
   log.info("resuming from step %d in %s", start, workdir)
   state, position = checkpoints.restore(mngr, start, target)
+  seconds = position.get("train_seconds", 0.0)
   want = data_position(config, 0)
   per_stream = config.train.global_batch_size // config.data.num_streams
   if position["num_streams"] != want["num_streams"]:
@@ -244,12 +292,12 @@ def _restore_or_init(config, workdir: str, mngr, s: setup_lib.Setup):
   if position["data_dir"] != want["data_dir"]:
     log.warning("data changed since step %d (%s -> %s): reading it from the start",
                 start, position["data_dir"], want["data_dir"])
-    return state, start, 0
+    return state, start, 0, seconds
   if position["stream_examples"] % per_stream:
     raise InputError(f"the checkpoint at step {start} stopped {position['stream_examples']} "
                      f"examples into each stream, not a whole number of batches of "
                      f"{per_stream} per stream (train.global_batch_size changed)")
-  return state, start, position["stream_examples"] // per_stream
+  return state, start, position["stream_examples"] // per_stream, seconds
 
 
 def throughput(config, s: setup_lib.Setup) -> dict:

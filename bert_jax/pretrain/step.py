@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from bert_jax.model import bert as model_lib
-from bert_jax.runtime import optimizer, setup as setup_lib
+from bert_jax.runtime import optimizer, setup as setup_lib, step as step_lib
 
 BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_positions",
               "masked_ids", "masked_weights", "next_sentence_label")
@@ -59,9 +59,11 @@ def apply_model(model: nn.Module, params, batch, rng=None):
 
 
 def abstract_batch(global_batch: int, seq_len: int, predictions: int,
-                   batch_sharding=None, max_per_row: int = 1) -> dict:
+                   batch_sharding=None, max_per_row: int = 1,
+                   timed: bool = False) -> dict:
   """ShapeDtypeStructs of a global batch as the input pipeline makes it (rows of up
-  to `max_per_row` packed examples)."""
+  to `max_per_row` packed examples); `timed`: with the training seconds of a run
+  with a time budget (runtime.step.TRAIN_SECONDS)."""
   spec = lambda shape, dtype=jnp.int32: jax.ShapeDtypeStruct(
       shape, dtype, sharding=batch_sharding)
   rows, preds = (global_batch, seq_len), (global_batch, predictions)
@@ -74,6 +76,8 @@ def abstract_batch(global_batch: int, seq_len: int, predictions: int,
            "next_sentence_weight": spec(examples, jnp.float32)}
   if max_per_row > 1:
     batch["example_ids"] = spec(rows)
+  if timed:
+    batch[step_lib.TRAIN_SECONDS] = spec((global_batch,), jnp.float32)
   return batch
 
 
@@ -85,7 +89,8 @@ def loss(params, batch, rng, *, model: nn.Module):
 def setup(config) -> setup_lib.Setup:
   """Mesh, model, LAMB, abstract state, shardings and the jitted pretraining step."""
   model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config.model))
-  tx, lr_fn = optimizer.make(config.optimizer, config.train.num_steps)
+  tx, lr_fn = optimizer.make(config.optimizer, config.train.num_steps,
+                             config.train.time_budget)
   d = config.data
   return setup_lib.build(
       config.mesh, model, tx, lr_fn, functools.partial(loss, model=model),
@@ -93,4 +98,4 @@ def setup(config) -> setup_lib.Setup:
       batch_sizes={"train.global_batch_size": config.train.global_batch_size},
       batch_spec=lambda sharding: abstract_batch(
           config.train.global_batch_size, d.max_seq_length, d.max_predictions_per_seq,
-          sharding, d.max_examples_per_row))
+          sharding, d.max_examples_per_row, timed=config.train.time_budget > 0))

@@ -23,6 +23,37 @@ def schedule(learning_rate: float, warmup_steps: int, num_steps: int,
   return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
+def time_schedule(learning_rate: float, warmup_steps: int, time_budget: float,
+                  power: float = 1.0):
+  """lr(count, seconds) for a wall-clock budget (Cramming, Geiping & Goldstein 2022;
+  Izsak et al. 2021): linear warm-up over `warmup_steps` steps, times
+  (1 - seconds / time_budget) ** power, so the rate reaches 0 exactly when the
+  training time reaches the budget."""
+  def lr(count, seconds):
+    warm = jnp.minimum(1.0, count / max(warmup_steps, 1))
+    left = jnp.clip(1.0 - seconds / time_budget, 0.0, 1.0)
+    return learning_rate * warm * left ** power
+  return lr
+
+
+def scale_by_time_schedule(lr_fn) -> optax.GradientTransformationExtraArgs:
+  """optax.scale_by_learning_rate for `time_schedule`: the training seconds come as
+  the `train_seconds` extra arg of `update`. Same state as optax's (a step count), so
+  `restart_schedule` applies."""
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None, *, train_seconds, **extra_args):
+    del params, extra_args
+    step_size = lr_fn(state.count, train_seconds)
+    updates = jax.tree.map(lambda g: (-step_size * g).astype(g.dtype), updates)
+    return updates, optax.ScaleByScheduleState(
+        count=optax.safe_int32_increment(state.count))
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
 def decay_mask(params):
   """True for parameters that get weight decay and the trust ratio."""
   def keep(path, _):
@@ -77,13 +108,17 @@ def layerwise_trust_ratio() -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-def make(opt_config, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make(opt_config, num_steps: int, time_budget: float = 0.0
+         ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer for `opt_config` and its learning-rate schedule, for pretraining
   and fine-tuning alike: `name` "lamb" (the default: BERT's pretraining recipe) or
   "adamw" (its fine-tuning recipe); warm-up over `warmup_steps`, or over
   `warmup_fraction` of num_steps where the config has that instead; then polynomial
-  decay (`decay_power`, default 1: linear) to 0 at num_steps. LayerNorm and biases
-  are excluded from weight decay and from LAMB's trust ratio."""
+  decay (`decay_power`, default 1: linear) to 0 at num_steps, or, with a
+  `time_budget` in seconds, to 0 when the training time reaches it (`time_schedule`:
+  the schedule then takes (count, seconds), and `update` the `train_seconds` extra
+  arg). LayerNorm and biases are excluded from weight decay and from LAMB's trust
+  ratio."""
   name = opt_config.get("name", "lamb")
   if name not in ("lamb", "adamw"):
     raise InputError(f"optimizer.name={name!r}; choose adamw or lamb")
@@ -91,23 +126,29 @@ def make(opt_config, num_steps: int) -> tuple[optax.GradientTransformation, opta
     warmup = opt_config.warmup_steps
   else:
     warmup = int(opt_config.warmup_fraction * num_steps)
-  lr = schedule(opt_config.learning_rate, warmup, num_steps,
-                opt_config.get("decay_power", 1.0))
+  power = opt_config.get("decay_power", 1.0)
+  if time_budget:
+    lr = time_schedule(opt_config.learning_rate, warmup, time_budget, power)
+    scale = scale_by_time_schedule(lr)
+  else:
+    lr = schedule(opt_config.learning_rate, warmup, num_steps, power)
+    scale = optax.scale_by_learning_rate(lr)
   trust = [optax.masked(layerwise_trust_ratio(), decay_mask)] if name == "lamb" else []
   tx = optax.chain(
       clip_by_global_norm(opt_config.clip_norm),
       optax.scale_by_adam(b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps),
       optax.add_decayed_weights(opt_config.weight_decay, mask=decay_mask),
       *trust,
-      optax.scale_by_learning_rate(lr),
+      scale,
   )
   return tx, lr
 
 
 def update_if(ok, tx: optax.GradientTransformation, grads, opt_state, params,
-              grad_norm=None):
+              grad_norm=None, **extra_args):
   """(params, opt_state) after one update of `tx` when `ok`, else as they were;
-  `grad_norm`, the gradients' global norm if known, goes to clip_by_global_norm.
+  `grad_norm`, the gradients' global norm if known, goes to clip_by_global_norm, and
+  `extra_args` (train_seconds) to the chain.
 
   A lax.cond, not jnp.where(ok, new, old) over both trees: with where, the new Adam
   moments and the update each read the old moments, so XLA copied every donated
@@ -117,7 +158,7 @@ def update_if(ok, tx: optax.GradientTransformation, grads, opt_state, params,
   def update(operands):
     grads, opt_state, params = operands
     updates, opt_state = optax.with_extra_args_support(tx).update(
-        grads, opt_state, params, grad_norm=grad_norm)
+        grads, opt_state, params, grad_norm=grad_norm, **extra_args)
     return optax.apply_updates(params, updates), opt_state
 
   return jax.lax.cond(ok, update, lambda operands: (operands[2], operands[1]),

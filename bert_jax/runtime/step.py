@@ -13,6 +13,10 @@ from bert_jax.runtime.state import TrainState
 
 # loss_fn(params, batch, rng) -> (loss, metrics); dropout is on when rng is not None.
 LossFn = Callable
+# Batch entry [B] of a run with a time budget: every process fills its rows with its
+# training seconds so far; row 0's (process 0's clock) drives the schedule, the same
+# on every process, with no host synchronisation.
+TRAIN_SECONDS = "train_seconds"
 
 
 def train_step(state: TrainState, batch, rng, *, loss_fn: LossFn,
@@ -24,11 +28,13 @@ def train_step(state: TrainState, batch, rng, *, loss_fn: LossFn,
       lambda params: loss_fn(params, batch, rng), has_aux=True)(state.params)
   grad_norm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  clock = {} if TRAIN_SECONDS not in batch else {TRAIN_SECONDS: batch[TRAIN_SECONDS][0]}
   params, opt_state = optimizer.update_if(ok, tx, grads, state.opt_state, state.params,
-                                          grad_norm)
+                                          grad_norm, **clock)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
   metrics = {**metrics, "grad_norm": grad_norm, "skipped": (~ok).astype(jnp.int32)}
-  metrics["learning_rate"] = lr_fn(state.step)
+  metrics["learning_rate"] = lr_fn(state.step, *clock.values())
+  metrics.update(clock)
   return new_state, metrics
 
 

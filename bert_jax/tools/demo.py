@@ -38,11 +38,42 @@ def accuracy_table(workdir: str) -> list[dict]:
   return [by_step[s] for s in sorted(by_step)]
 
 
+def plot(logged: list[dict], path: str) -> str | None:
+  """A PNG of held-out MLM accuracy against training time, with the count-based
+  references as horizontal lines; its path, or None without evaluations."""
+  evals = [r for r in logged if "eval_mlm_accuracy" in r and "train_seconds" in r]
+  if not evals:
+    return None
+  # pylint: disable=g-import-not-at-top
+  import matplotlib
+  matplotlib.use("Agg")  # files only, no display
+  from matplotlib import pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+  ax.plot([r["train_seconds"] / 60 for r in evals],
+          [r["eval_mlm_accuracy"] for r in evals], "o-", label="bert_jax (held-out)")
+  refs = next((r for r in logged if "ref_neighbours_mlm_accuracy" in r), {})
+  for key, label, style in (("ref_neighbours_mlm_accuracy", "two-sided neighbours", "--"),
+                            ("ref_unigram_mlm_accuracy", "most frequent token", ":")):
+    if key in refs:
+      ax.axhline(refs[key], linestyle=style, color="gray", label=label)
+  ax.set(xlabel="training time (minutes)", ylabel="masked-token accuracy",
+         title="MLM accuracy on held-out documents")
+  ax.set_ylim(bottom=0)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
 def run(workdir: str, config=None) -> list[dict]:
   config = config or default_config()
   start = time.time()
   pretrain.run(config, workdir)
-  rows = accuracy_table(workdir)
+  logged = accuracy_table(workdir)
+  rows = [r for r in logged if "loss" in r]  # training steps (step 0: the references)
+  refs = next((r for r in logged if "ref_neighbours_mlm_accuracy" in r), {})
   print(f"\nbert-jax demo: tiny BERT on People's Daily (1998-01), workdir {workdir}")
   print(f"{'step':>6} {'loss':>8} {'mlm_acc':>8} {'nsp_acc':>8}")
   for r in rows:
@@ -55,5 +86,12 @@ def run(workdir: str, config=None) -> list[dict]:
   if "eval_mlm_accuracy" in last:
     print(f"held-out documents: MLM accuracy {last['eval_mlm_accuracy']:.3f}, "
           f"NSP accuracy {last['eval_nsp_accuracy']:.3f}")
+  if refs:
+    print(f"  count-based references on the same masked positions: most frequent token "
+          f"{refs['ref_unigram_mlm_accuracy']:.3f}, two-sided neighbours "
+          f"{refs['ref_neighbours_mlm_accuracy']:.3f}")
+  picture = plot(logged, os.path.join(workdir, "mlm_accuracy.png"))
+  if picture:
+    print(f"held-out MLM accuracy against training time: {picture}")
   sentiment_demo.run(workdir)
   return rows

@@ -221,3 +221,22 @@ def test_bad_sources_and_lengths(pretrained, tmp_path):
   config.init_from = str(tmp_path / "missing")
   with pytest.raises(InputError, match="missing does not exist"):
     finetune.run(config, str(tmp_path / "c"))
+
+
+def test_learning_rate_and_epochs_follow_the_model_size():
+  from bert_jax.model import bert  # pylint: disable=g-import-not-at-top
+  shape = lambda h: bert.BertConfig(vocab_size=8, hidden_size=h, num_layers=1,
+                                    num_heads=1, intermediate_size=h)
+  config = configs.get_config("tagging")
+  assert (config.optimizer.learning_rate, config.train.epochs) == (0.0, 0)  # by size
+  tiny = finetune.with_size_defaults(config, shape(128))
+  assert (tiny.optimizer.learning_rate, tiny.train.epochs) == (3e-3, 10)
+  assert finetune.size_defaults(256) == (1e-3, 6)
+  assert finetune.size_defaults(512) == (3e-4, 4)
+  assert finetune.size_defaults(768) == (5e-5, 3)
+  assert finetune.size_defaults(1024) == (3e-5, 3)
+  # Values the user set are kept; the config passed in is not changed.
+  config.optimizer.learning_rate, config.train.epochs = 2e-5, 2
+  base = finetune.with_size_defaults(config, shape(768))
+  assert (base.optimizer.learning_rate, base.train.epochs) == (2e-5, 2)
+  assert configs.get_config("tagging").train.epochs == 0

@@ -73,6 +73,11 @@ def test_pretrain_evaluates_and_keeps_the_best(prepared, tmp_path):
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   evals = {r["step"]: r for r in rows if "eval_mlm_accuracy" in r}
   assert sorted(evals) == [4, 8, 12]
+  # The count-based references, once, as step 0 (references.py has the hand counts):
+  # on news text the neighbours beat the most frequent piece by far.
+  refs = [r for r in rows if "ref_neighbours_mlm_accuracy" in r]
+  assert [r["step"] for r in refs] == [0]
+  assert 0 < refs[0]["ref_unigram_mlm_accuracy"] < refs[0]["ref_neighbours_mlm_accuracy"] < 1
   for r in evals.values():
     assert 0 <= r["eval_mlm_accuracy"] <= 1 and 0 <= r["eval_nsp_accuracy"] <= 1
     assert np.isfinite(r["eval_loss"])

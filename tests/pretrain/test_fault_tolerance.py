@@ -20,20 +20,15 @@ from bert_jax.runtime import checkpoints
 from bert_jax.runtime import optimizer
 from bert_jax.pretrain import loop as pretrain
 from bert_jax.pretrain import step as pretrain_step
-from bert_jax.data import input_pipeline, prepare
+from bert_jax.data import input_pipeline
 from bert_jax.errors import InputError, TrainingStopped
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, tiny_config):
-  """Prepared shards shared by the tests (the tokenizer stays in `prep`)."""
-  out = tmp_path_factory.mktemp("data")
-  config = _config(tiny_config, 1, data_dir="")
-  config.data.prepared_dir = str(out)
-  prepare.run(config, str(out.parent / "prep"))
-  return str(out)
+def data_dir(tiny_data_dir):
+  return tiny_data_dir
 
 
 def _config(tiny_config, num_steps, data_dir, **train):

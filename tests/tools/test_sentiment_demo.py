@@ -1,5 +1,6 @@
 """The sentiment demo's data: deduplicated before the split, texts in both files
-dropped, seeded disjoint splits; the naive-Bayes baseline on an obvious rule."""
+dropped, seeded disjoint splits; the naive-Bayes and TF-IDF baselines on an obvious
+rule, the latter's C chosen on dev, never test."""
 
 from bert_jax.tools import sentiment_demo
 
@@ -24,3 +25,18 @@ def test_dedup_before_a_seeded_disjoint_split(tmp_path):
 def test_naive_bayes_baseline():
   train = [("好看好看", "pos"), ("很好", "pos"), ("太差", "neg"), ("差劲差", "neg")]
   assert sentiment_demo.naive_bayes_accuracy(train, [("好", "pos"), ("差", "neg")]) == 1.0
+
+
+def test_tfidf_baseline_chooses_c_on_dev_and_scores_test():
+  words = ["好", "棒", "赞", "差", "烂", "坏"]
+  rows = lambda n, seed: [(w * (1 + (i + seed) % 3) + "的", "pos" if w in "好棒赞" else "neg")
+                          for i in range(n) for w in words]
+  train, dev, test = rows(10, 0), rows(3, 1), rows(3, 2)
+  got = sentiment_demo.tfidf_logreg(train, dev, test)
+  assert got["test_accuracy"] == 1.0 and got["C"] in sentiment_demo.TFIDF_C
+  # Dev decides C: test's labels never change the choice.
+  flipped = [(t, "neg" if l == "pos" else "pos") for t, l in dev]
+  chosen = sentiment_demo.tfidf_logreg(train, flipped, test)
+  assert chosen["dev_accuracy"] == 0.0 and chosen["test_accuracy"] == 1.0
+  unlabelled = sentiment_demo.tfidf_logreg(train, flipped, [(t, "?") for t, _ in test])
+  assert unlabelled["C"] == chosen["C"] and unlabelled["test_accuracy"] == 0.0

@@ -1,0 +1,13 @@
+"""The demo's picture: held-out accuracy against training time, with the references."""
+
+from bert_jax.tools import demo
+
+
+def test_plot_writes_a_png_with_the_references(tmp_path):
+  logged = [{"step": 0, "ref_unigram_mlm_accuracy": 0.04, "ref_neighbours_mlm_accuracy": 0.2},
+            {"step": 5, "loss": 8.0, "eval_mlm_accuracy": 0.1, "train_seconds": 30.0},
+            {"step": 10, "loss": 7.0, "eval_mlm_accuracy": 0.25, "train_seconds": 90.0}]
+  path = demo.plot(logged, str(tmp_path / "acc.png"))
+  assert path == str(tmp_path / "acc.png")
+  assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert demo.plot(logged[:1], str(tmp_path / "none.png")) is None  # no evaluations

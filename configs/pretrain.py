@@ -1,4 +1,5 @@
-"""Pretraining config: `--config configs/pretrain.py:SIZE` with SIZE in SIZES.
+"""Pretraining config: `--config configs/pretrain.py:SIZE` with SIZE in SIZES, or
+`:PRESET` with PRESET in PRESETS (a recipe on top of a size).
 
 Every field has a comment; override any of them on the command line with
 `--config.group.field=value`. The dict is locked, so a misspelled key is an error.
@@ -17,9 +18,28 @@ SIZES = {
 }
 
 
+# name: (size, what the recipe changes).
+PRESETS = {
+    # The demo's recipe on 2 CPU cores (BUILD.md § Pretraining recipe): RoBERTa's
+    # full sentences without a sentence task, and no dropout (Cramming, Geiping &
+    # Goldstein 2022: a short run does not overfit). With train.time_budget=600 it is
+    # the 10-minute recipe.
+    "demo": ("tiny", {"data.objective": "none", "model.hidden_dropout": 0.0,
+                      "model.attention_dropout": 0.0}),
+}
+
+
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  if arg in PRESETS:
+    size, changes = PRESETS[arg]
+    c = get_config(size)
+    for key, value in changes.items():
+      group, field = key.split(".")
+      c[group][field] = value
+    return c
   if arg not in SIZES:
-    raise ValueError(f"unknown model size {arg!r}; choose one of {sorted(SIZES)}")
+    raise ValueError(f"unknown model size or preset {arg!r}; choose one of "
+                     f"{sorted(SIZES) + sorted(PRESETS)}")
   layers, hidden, heads = SIZES[arg]
   small_vocab = arg in ("tiny", "mini")
   c = ml_collections.ConfigDict()

@@ -1,0 +1,87 @@
+"""People's Daily NER (PER / LOC / ORG from the corpus's nr / ns / nt tags, BIO per
+character; bert_jax.data.ner): a pretrained checkpoint fine-tuned with the default
+tagging config, the same model from scratch, and a character-window CRF
+(sklearn-crfsuite), on articles the checkpoint was not pretrained on. One JSON line.
+
+    pip install sklearn-crfsuite
+    python benchmarks/ner.py --pretrained demo_workdir --workdir /tmp/ner
+
+The articles held out of pretraining are its first data.eval_documents (config.json
+of --pretrained); they are split by article, the first 80 % for training and the rest
+for test, so no article's sentences are on both sides. --max_train / --max_test cap
+the sentence counts.
+"""
+
+import argparse
+import json
+import os
+import time
+
+from bert_jax.configs import finetune as finetune_configs
+from bert_jax.data import ner
+from bert_jax.finetune import loop as finetune
+from bert_jax.finetune.tasks import tagging
+
+
+def _window_features(chars, i):
+  f = {"bias": 1.0}
+  for d in (-2, -1, 0, 1, 2):
+    j = i + d
+    f[f"c{d}"] = chars[j] if 0 <= j < len(chars) else "<pad>"
+  for d in (-1, 0):
+    j = i + d
+    if 0 <= j and j + 1 < len(chars):
+      f[f"b{d}"] = chars[j] + chars[j + 1]
+  return f
+
+
+def crf_f1(train, test) -> dict:
+  import sklearn_crfsuite  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  xs = lambda sents: [[_window_features([c for c, _ in s], i) for i in range(len(s))]
+                      for s in sents]
+  ys = lambda sents: [[t for _, t in s] for s in sents]
+  crf = sklearn_crfsuite.CRF(algorithm="lbfgs", c1=0.1, c2=0.1, max_iterations=100)
+  crf.fit(xs(train), ys(train))
+  out = tagging.entity_metrics(ys(test), crf.predict(xs(test)))
+  return {**out, "seconds": round(time.time() - start, 1)}
+
+
+def fine_tune(pretrained, train_file, test_file, workdir, init_encoder) -> dict:
+  c = finetune_configs.get_config("tagging")  # its defaults, by model size
+  c.init_from, c.init_encoder = pretrained, init_encoder
+  c.train_file, c.eval_file = train_file, test_file
+  start = time.time()
+  results = finetune.run(c, workdir)
+  return {**results["final"], "best_epoch_f1": results["best"]["f1"],
+          "seconds": round(time.time() - start, 1)}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--pretrained", required=True)
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--max_train", type=int, default=4000)
+  parser.add_argument("--max_test", type=int, default=800)
+  args = parser.parse_args()
+  with open(os.path.join(args.pretrained, "config.json")) as f:
+    held_out = json.load(f)["data"]["eval_documents"]
+  docs = list(ner.documents(0, held_out))
+  cut = int(0.8 * len(docs))
+  train = [s for d in docs[:cut] for s in d if len(s) > 1][:args.max_train]
+  test = [s for d in docs[cut:] for s in d if len(s) > 1][:args.max_test]
+  os.makedirs(args.workdir, exist_ok=True)
+  files = {}
+  for name, sents in (("train", train), ("test", test)):
+    files[name] = os.path.join(args.workdir, f"{name}.conll")
+    ner.write_conll(sents, files[name])
+  out = {"what": "ner", "held_out_articles": held_out, "train_sentences": len(train),
+         "test_sentences": len(test), "crf": crf_f1(train, test)}
+  for name, init in (("pretrained", True), ("scratch", False)):
+    out[name] = fine_tune(args.pretrained, files["train"], files["test"],
+                          os.path.join(args.workdir, name), init)
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()

@@ -140,7 +140,10 @@ def run(config, workdir: str) -> dict:
   # The next batches are copied to the devices while the current step runs.
   batches = input_pipeline.prefetch_to_device(ds.as_numpy_iterator(), s.batch_sharding)
 
-  logger = writers.Logger(workdir, config.train.num_steps, **throughput(config, s))
+  logger = writers.Logger(
+      workdir, config.train.num_steps, **throughput(config, s),
+      time_budget=config.train.time_budget,
+      hide=("nsp_accuracy",) if stats["objective"] == "none" else ())
   if eval_path and start == 0:
     # Logged once per run, as step 0: what counting alone gets right. Every process
     # counts (the same host work), so none waits in a collective for another.

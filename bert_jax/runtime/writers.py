@@ -75,9 +75,14 @@ class Logger:
   """
 
   def __init__(self, workdir: str, num_steps: int, tokens_per_step: int,
-               flops_per_step: float = 0.0, peak_flops: float | None = None):
+               flops_per_step: float = 0.0, peak_flops: float | None = None,
+               time_budget: float = 0.0, hide: tuple[str, ...] = ()):
+    """`time_budget` (seconds) makes the console's ETA the budget's rest; `hide`
+    keeps metrics that mean nothing for this run (NSP without a sentence task) off
+    the console (they are still written)."""
     self._writer = Writer(workdir)
     self._num_steps = num_steps
+    self._console = dict(time_budget=time_budget, hide=hide)
     self._throughput = dict(tokens_per_step=tokens_per_step,
                             flops_per_step=flops_per_step, peak_flops=peak_flops)
     self._window, self._closed, self._last = [], None, {}
@@ -111,7 +116,7 @@ class Logger:
     step, window, seconds = self._closed
     self._last = summarize(jax.device_get(window), seconds, **self._throughput)
     self._writer.write(step, self._last)
-    log(step, self._num_steps, self._last)
+    log(step, self._num_steps, self._last, **self._console)
     self._closed = None
 
 
@@ -120,14 +125,19 @@ _CONSOLE = (("loss", "loss"), ("mlm_accuracy", "mlm_acc"), ("nsp_accuracy", "nsp
             ("accuracy", "acc"))
 
 
-def console_line(step: int, num_steps: int, m: dict) -> str:
-  eta = (num_steps - step) / max(m["steps_per_sec"], 1e-9)
-  shown = " ".join(f"{label} {m[k]:.4f}" for k, label in _CONSOLE if k in m)
+def console_line(step: int, num_steps: int, m: dict, time_budget: float = 0.0,
+                 hide: tuple[str, ...] = ()) -> str:
+  if time_budget and "train_seconds" in m:
+    eta = max(time_budget - m["train_seconds"], 0.0)
+  else:
+    eta = (num_steps - step) / max(m["steps_per_sec"], 1e-9)
+  shown = " ".join(f"{label} {m[k]:.4f}" for k, label in _CONSOLE
+                   if k in m and k not in hide)
   return (f"step {step}/{num_steps} {shown} "
           f"lr {m['learning_rate']:.2e} {m['steps_per_sec']:.2f} steps/s "
           f"{m['tokens_per_sec']:.0f} tok/s eta {eta / 60:.1f} min")
 
 
-def log(step: int, num_steps: int, m: dict) -> None:
+def log(step: int, num_steps: int, m: dict, **console) -> None:
   if jax.process_index() == 0:
-    logger.info("%s", console_line(step, num_steps, m))
+    logger.info("%s", console_line(step, num_steps, m, **console))

@@ -38,3 +38,7 @@ def test_console_line_shows_the_metrics_a_run_has():
   assert " acc 0.5000 " in writers.console_line(1, 10, {**m, "accuracy": 0.5})
   line = writers.console_line(1, 10, {**m, "mlm_accuracy": 0.25, "nsp_accuracy": 0.5})
   assert "loss 1.5000 mlm_acc 0.2500 nsp_acc 0.5000 lr 1.00e-03" in line
+  assert line.endswith("eta 0.1 min")  # 9 steps at 2 steps/s
+  line = writers.console_line(1, 10, {**m, "nsp_accuracy": 0.0, "train_seconds": 30.0},
+                              time_budget=150.0, hide=("nsp_accuracy",))
+  assert "nsp_acc" not in line and line.endswith("eta 2.0 min")  # the budget's rest

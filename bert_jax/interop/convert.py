@@ -434,20 +434,13 @@ def tf1_to_pt(variables: dict) -> dict:
 
 
 def read_tf1(path: str) -> Loaded:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import tf_checkpoint  # TensorFlow only when reading one
   cfg = config_from_hf(_read_json(os.path.join(path, "bert_config.json")))
-  ckpt = tf.train.latest_checkpoint(path)
-  if ckpt is None:
-    cands = sorted(f[:-len(".index")] for f in os.listdir(path) if f.endswith(".index"))
-    if not cands:
-      raise InputError(f"{path} has no TF checkpoint (bert_model.ckpt.index)")
-    ckpt = os.path.join(path, cands[0])
+  variables = tf_checkpoint.read_variables(path, _TF1_SKIP)  # its errors first
   files = _tokenizer_files(path)
   _check_vocab(cfg, files)
-  reader = tf.train.load_checkpoint(ckpt)
-  names = [n for n in reader.get_variable_to_shape_map()
-           if not any(s in n for s in _TF1_SKIP)]
-  sd = tf1_to_pt({n: reader.get_tensor(n) for n in names})
+  sd = tf1_to_pt(variables)
   params, missing = pt_to_params(sd, cfg)
   return Loaded(cfg, params, files, missing)
 

@@ -156,8 +156,8 @@ def run(config, workdir: str) -> dict:
   num_steps = config.train.num_steps
   budget = budget_lib.Budget(config.train.time_budget, seconds,
                              config.train.global_batch_size // jax.process_count())
-  position = lambda step: data_position(config, step - start + first_batch,
-                                        budget.seconds(step_metrics))
+  position = lambda step, step_metrics: data_position(
+      config, step - start + first_batch, budget.seconds(step_metrics))
   try:
     with s.context():
       for step in range(start + 1, num_steps + 1):
@@ -181,7 +181,8 @@ def run(config, workdir: str) -> dict:
             # When, in training time (for accuracy-against-time curves).
             logger.write_eval(step, {**eval_metrics, "train_seconds": budget.now()})
           if saving:
-            checkpoints.save(mngr, state, position(step), metrics=eval_metrics,
+            checkpoints.save(mngr, state, position(step, step_metrics),
+                             metrics=eval_metrics,
                              force=stopping)
         if stopping:
           log.warning("stopped at step %d (%s); checkpoint saved", step, stop.signal)

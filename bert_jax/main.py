@@ -15,6 +15,7 @@ import logging as std_logging
 import os
 import re
 import sys
+import traceback
 
 # TensorFlow (the input pipeline) announces its CPU build at INFO; keep warnings.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -60,7 +61,13 @@ _WHAT = flags.DEFINE_enum(
     "what", "step", ["step", "input"],
     "benchmark: what to time (step: the pretrain train step; input: the input "
     "pipeline on the prepared shards of --workdir, which it prepares if needed).")
-_STEPS = flags.DEFINE_integer("steps", 10, "benchmark: timed steps after warm-up.")
+_STEPS = flags.DEFINE_integer("steps", 10, "benchmark: timed steps after warm-up.",
+                              lower_bound=1)
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "prepare: replace data already prepared in the workdir (and its "
+    "tokenizer); without it, prepare refuses a workdir that has data.")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Print the traceback behind a one-line error too.")
 
 
 def _init_distributed() -> None:
@@ -72,11 +79,24 @@ def _init_distributed() -> None:
   jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
+def _config():
+  """The loaded --config, or one line on why it could not be loaded."""
+  try:
+    config = _CONFIG.value
+    if config is not None:
+      config.keys()  # a file that failed to load raises at first use
+    return config
+  except OSError as e:  # config_flags defers a file it could not load to here
+    cause = re.findall(r"\[Errno \d+\] (.*)", str(e))
+    raise InputError(f"--config {flags.FLAGS['config'].config_filename}: "
+                     f"{cause[-1] if cause else str(e).splitlines()[0]}") from e
+
+
 def _dispatch(command: str, args=()) -> None:
   # Each command imports only what it runs, so `bert-jax --help` stays fast and
   # `plan` / `benchmark --what step` never import TensorFlow.
   # pylint: disable=g-import-not-at-top
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config, workdir = _config(), _WORKDIR.value
   if command == "convert":
     from bert_jax.interop import convert
     if _FROM.value is None or _TO.value is None:
@@ -111,7 +131,7 @@ def _dispatch(command: str, args=()) -> None:
     finetune.run(config, workdir)
   elif command == "prepare":
     from bert_jax.data import prepare
-    prepare.run(config, workdir)
+    prepare.run(config, workdir, overwrite=_OVERWRITE.value)
   else:
     from bert_jax.pretrain import loop as pretrain
     pretrain.run(config, workdir)
@@ -130,7 +150,7 @@ def main(argv) -> None:
   handler = std_logging.StreamHandler()
   handler.setFormatter(std_logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
   ours = std_logging.getLogger("bert_jax")
-  ours.addHandler(handler)
+  ours.handlers = [handler]  # once, however often main runs in one process
   ours.setLevel(std_logging.INFO)
   ours.propagate = False
   if argv[1] == "plan":
@@ -145,7 +165,11 @@ def main(argv) -> None:
   try:
     _dispatch(argv[1], argv[2:])
   except (InputError, TrainingStopped) as e:
-    print(f"error: {e}", file=sys.stderr)
+    # One line, from one process: every process meets the same bad input.
+    if _VERBOSE.value:
+      traceback.print_exc()
+    if jax.process_index() == 0 or _VERBOSE.value:
+      print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
 
 
@@ -163,7 +187,13 @@ def _parse_flags(argv):
           + (f" ({hint.group(0)}?)" if hint else ""), file=sys.stderr)
     sys.exit(2)
   except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
+    lines = str(e).strip().splitlines()
+    if len(lines) > 1:  # a config file's get_config refusing its argument: its traceback
+      cause = re.sub(r"^\w+(Error|Exception): ", "", lines[-1])
+      print(f"error: {lines[0].split(': Error')[0].replace('flag ', '')}: {cause}",
+            file=sys.stderr)
+    else:
+      print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
 

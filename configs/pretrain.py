@@ -112,6 +112,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.max_predictions_per_seq = 20
   # Fraction of (non-special) tokens chosen for MLM.
   c.data.mask_prob = 0.15
+  # The held-out set's masking rate and most predictions per example; 0: as
+  # data.mask_prob / data.max_predictions_per_seq. Set them (e.g. 0.15 and 20) to
+  # train at another rate while scoring the very positions of a 15 % run.
+  c.data.eval_mask_prob = 0.0
+  c.data.eval_max_predictions = 0
   # Pack up to this many examples into one row (1: one example per row). Packed
   # examples attend only within themselves, positions restart, NSP per example.
   c.data.max_examples_per_row = 3

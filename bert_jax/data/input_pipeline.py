@@ -239,6 +239,21 @@ def make_dataset(files: list[str], *, global_batch: int, num_streams: int, seq_l
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def numpy_batches(ds: tf.data.Dataset, where: str) -> Iterator[dict]:
+  """The dataset's batches as numpy; a shard that cannot be read (corrupt, truncated,
+  gone) ends it with one InputError naming `where` rather than TensorFlow's trace."""
+  it = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(it)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      raise InputError(f"cannot read the prepared data in {where}: "
+                       f"{e.message.splitlines()[0]}") from e
+    yield batch
+
+
 def prefetch_to_device(batches: Iterator[dict], batch_sharding, size: int = 2):
   """Global arrays of the next `size` batches, already on their devices: the
   host-to-device copies of the next batches overlap the running step."""

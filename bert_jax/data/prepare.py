@@ -26,9 +26,11 @@ import random
 import time
 from typing import Iterable, Iterator
 
+from etils import epath
 import tensorflow as tf
 import tqdm
 
+from bert_jax.configs import validate
 from bert_jax.data import corpus
 from bert_jax.data import masking
 from bert_jax.data import packing
@@ -36,6 +38,7 @@ from bert_jax.data import pairs
 from bert_jax.data import tokenizer
 from bert_jax.data import words
 from bert_jax.errors import InputError
+from bert_jax.runtime import outputs
 
 log = logging.getLogger(__name__)
 
@@ -235,24 +238,77 @@ def _sample(sentences: Iterable[str], n: int, seed: int) -> list[str]:
   return sample
 
 
-def run(config, workdir: str) -> dict:
-  """Prepares the data for `config`; returns the stats (also written to stats.json)."""
+def _check_target(workdir: str, out_dir: str, overwrite: bool) -> None:
+  """Refuses, before anything is written, a target that is not a writable directory
+  or already holds prepared data (replaced only with `overwrite`, and never under a
+  run's checkpoints: they need the data's tokenizer)."""
+  outputs.check_dir(workdir)
+  outputs.check_dir(out_dir, "the data directory")
+  if epath.Path(out_dir, STATS_FILE).exists():
+    if not overwrite:
+      raise InputError(f"{out_dir} already holds prepared data; pass --overwrite to "
+                       f"replace it (and the workdir's tokenizer), or use a new --workdir")
+    if any(epath.Path(workdir, "checkpoints").glob("[0-9]*")):
+      raise InputError(f"{workdir} holds checkpoints trained on its data and tokenizer; "
+                       f"--overwrite would orphan them: prepare into a new --workdir")
+
+
+def _remove_data(out_dir: str) -> None:
+  """A data directory's prepared files, stats.json (the mark of a complete one) first."""
+  for name in (STATS_FILE, "eval.tfrecord", "shard-*.tfrecord", "tmp-bucket-*.tfrecord"):
+    for path in tf.io.gfile.glob(os.path.join(out_dir, name)):
+      tf.io.gfile.remove(path)
+
+
+def run(config, workdir: str, overwrite: bool = False) -> dict:
+  """Prepares the data for `config`; returns the stats (also written to stats.json,
+  last: a directory without it is not prepared data). Nothing is left behind by a
+  failure: the files, directories and tokenizer it had made are removed again.
+  `overwrite` replaces data already prepared there, and the workdir's tokenizer
+  (unless it came from config.init_from)."""
+  validate.check(config, training=False)
+  out_dir = data_dir(config, workdir)
+  _check_target(workdir, out_dir, overwrite)
+  if overwrite:
+    _remove_data(out_dir)
+    if not config.init_from and (old := tokenizer.find(workdir)):
+      epath.Path(old).unlink()
+  new_dirs = [p for p in (workdir, out_dir) if not epath.Path(p).exists()]
+  had_tokenizer = tokenizer.find(workdir) is not None
+  try:
+    return _prepare(config, workdir, out_dir)
+  except BaseException:
+    _remove_data(out_dir)
+    if not had_tokenizer and (made := tokenizer.find(workdir)):
+      epath.Path(made).unlink()
+      epath.Path(made).parent.rmdir()
+    for path in reversed(new_dirs):
+      if epath.Path(path).exists():
+        epath.Path(path).rmtree()
+    raise
+
+
+def _prepare(config, workdir: str, out_dir: str) -> dict:
   start = time.time()
   d = config.data
-  if d.objective not in pairs.OBJECTIVES:
-    raise InputError(f"data.objective={d.objective!r}; choose one of {pairs.OBJECTIVES}")
-  out_dir = data_dir(config, workdir)
   read_counts = corpus.ReadCounts()
 
   def documents(counts, segmented=False):
     return corpus.iter_documents(d.input, d.max_documents, counts, d.text_field,
                                  d.tfds_data_dir, words=segmented)
 
-  tok = tokenizer.get_or_train(
-      workdir,
-      lambda: _sample((corpus.text(s) for doc in documents(corpus.ReadCounts())
-                       for s in doc), d.tokenizer_sentences, config.train.seed),
-      config.model.vocab_size, d.tokenizer_sentences, config.train.seed)
+  def tokenizer_sample():
+    counts = corpus.ReadCounts()
+    sample = _sample((corpus.text(s) for doc in documents(counts) for s in doc),
+                     d.tokenizer_sentences, config.train.seed)
+    if not any(s.strip() for s in sample):
+      raise InputError(f"no text found in {d.input or 'the embedded corpus'}" + (
+          f": {len(counts.skipped_files)} binary file(s) skipped"
+          if counts.skipped_files else ""))
+    return sample
+
+  tok = tokenizer.get_or_train(workdir, tokenizer_sample, config.model.vocab_size,
+                               d.tokenizer_sentences, config.train.seed)
   if tok.pad_id != 0:
     raise ValueError(f"the tokenizer's [PAD] has id {tok.pad_id}; rows are padded with 0")
   settings = ChunkSettings(d.max_seq_length, d.short_seq_prob, d.dupe_factor,
@@ -263,9 +319,6 @@ def run(config, workdir: str) -> dict:
   docs = documents(read_counts, d.whole_word_masking)
   # The first documents are held out for evaluation, before any is trained on.
   held_out = list(itertools.islice(docs, d.eval_documents))
-
-  if d.masking not in ("dynamic", "static"):
-    raise InputError(f"data.masking={d.masking!r}; choose 'dynamic' or 'static'")
 
   def records():
     for index, (examples, chunk_counts) in enumerate(_results(

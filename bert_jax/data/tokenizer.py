@@ -25,6 +25,8 @@ from typing import Iterable
 from etils import epath
 import sentencepiece as spm
 
+from bert_jax.errors import InputError
+
 MODEL_FILE = "tokenizer/spm.model"     # in a pretrain workdir
 VOCAB_FILE = "tokenizer/vocab.txt"     # an adopted WordPiece vocab, same place
 # Where a directory may keep its tokenizer, in order of preference.
@@ -188,9 +190,23 @@ def train(sentences: Iterable[str], vocab_size: int, max_sentences: int = 300_00
           seed: int = 0) -> bytes:
   """Trains a unigram SentencePiece model; returns the serialized model."""
   sentences = [s for s in sentences if s.strip()]
+  if not sentences:
+    raise InputError("no text to train the tokenizer on: the corpus is empty or is not "
+                     "text")
   if len(sentences) > max_sentences:
     sentences = random.Random(seed).sample(sentences, max_sentences)
   out = io.BytesIO()
+  try:
+    _train_spm(sentences, out, vocab_size)
+  except RuntimeError as e:  # SentencePiece's own checks, e.g. too few pieces asked
+    # "INTERNAL: src/trainer_interface.cc(638) [check] Vocabulary size is ...": the words.
+    cause = str(e).strip().splitlines()[-1].split("] ")[-1] if str(e).strip() else repr(e)
+    raise InputError(f"SentencePiece cannot train a {vocab_size}-piece vocabulary "
+                     f"(model.vocab_size) on this corpus: {cause}") from e
+  return out.getvalue()
+
+
+def _train_spm(sentences: list[str], out, vocab_size: int) -> None:
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences), model_writer=out,
       vocab_size=vocab_size, model_type="unigram",
@@ -204,7 +220,6 @@ def train(sentences: Iterable[str], vocab_size: int, max_sentences: int = 300_00
       # than fail. `load` reports the real size, and the model checks it fits.
       hard_vocab_limit=False,
       num_threads=os.cpu_count() or 1, minloglevel=2)
-  return out.getvalue()
 
 
 def get_or_train(workdir: str, sentences_fn, vocab_size: int,

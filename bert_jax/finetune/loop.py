@@ -26,13 +26,14 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bert_jax.configs import validate
 from bert_jax.data import tokenizer
 from bert_jax.errors import InputError
 from bert_jax.finetune import features, step as finetune_step
 from bert_jax.finetune.tasks import classification, qa, tagging
 from bert_jax.interop import pretrained
 from bert_jax.model import bert as model_lib, task_model
-from bert_jax.runtime import (checkpoints, optimizer, setup as setup_lib,
+from bert_jax.runtime import (checkpoints, optimizer, outputs, setup as setup_lib,
                               state as state_lib, writers)
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,15 @@ def _write_json(path: str, obj) -> None:
 
 def run(config, workdir: str) -> dict:
   """Fine-tunes; returns the contents of WORKDIR/eval_results.json."""
+  validate.check(config)
+  outputs.check_dir(workdir)
   task = TASKS[config.task]
-  if epath.Path(workdir, "checkpoints").exists():
+  if epath.Path(workdir, SETUP_FILE).exists():
     raise InputError(f"{workdir} already holds a fine-tuned model; use a new workdir")
+  if epath.Path(workdir, checkpoints.CONFIG_FILE).exists() and "model" in (
+      checkpoints.read_config(workdir)):
+    raise InputError(f"{workdir} holds a pretraining run; fine-tune into a new --workdir "
+                     f"(with --config.init_from={workdir})")
   for name in ("train_file", "eval_file"):
     if not config[name]:
       raise InputError(f"{name} is required")
@@ -284,6 +291,7 @@ def restore(workdir: str):
 def predict(workdir: str, input_path: str, output_path: str) -> list[dict]:
   """Predictions of a fine-tuned workdir's best params for `input_path` (the training
   format; labels/answers optional), one JSON object a line into `output_path`."""
+  outputs.check_file(output_path, "--output")
   task, labels, s, params, tok, config = restore(workdir)
   examples = task.read(input_path, labelled=False)
   arrays, meta, _ = _featurize(task, examples, tok, None, config, input_path)

@@ -30,13 +30,14 @@ import os
 import shutil
 import tempfile
 
+from etils import epath
 import flax
 import flax.linen as nn
 import jax
 import numpy as np
 
 from bert_jax.model import bert as model_lib
-from bert_jax.runtime import checkpoints
+from bert_jax.runtime import checkpoints, outputs
 from bert_jax.errors import InputError
 
 log = logging.getLogger("bert_jax")
@@ -370,10 +371,13 @@ def _read_json(path: str) -> dict:
 def _read_safetensors(path: str) -> dict:
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   sd = {}
-  # framework "flax": bf16/fp16 tensors come back as jax arrays (numpy has no bf16).
-  with safe_open(path, framework="flax") as f:
-    for k in f.keys():
-      sd[k] = np.asarray(f.get_tensor(k).astype(np.float32))
+  try:
+    # framework "flax": bf16/fp16 tensors come back as jax arrays (numpy has no bf16).
+    with safe_open(path, framework="flax") as f:
+      for k in f.keys():
+        sd[k] = np.asarray(f.get_tensor(k).astype(np.float32))
+  except Exception as e:  # safetensors' SafetensorError, or an OSError for a bad file
+    raise InputError(f"{path}: not a readable safetensors file ({e})") from e
   return sd
 
 
@@ -448,7 +452,14 @@ def read_tf1(path: str) -> Loaded:
 def read_orbax(path: str) -> Loaded:
   if not os.path.isfile(os.path.join(path, checkpoints.CONFIG_FILE)):
     raise InputError(f"{path} has no {checkpoints.CONFIG_FILE}: not a pretrain workdir")
-  m, params = checkpoints.restore_params(path, checkpoints.read_config(path))
+  config = checkpoints.read_config(path)
+  if "model" not in config:
+    raise InputError(f"{path} is not a pretrain workdir or converted checkpoint (its "
+                     f"{checkpoints.CONFIG_FILE} has no model section; a fine-tuning "
+                     f"workdir is read by `predict`)")
+  if not any(epath.Path(path, "checkpoints").glob("[0-9]*")):
+    raise InputError(f"{path} has no checkpoint yet (checkpoints/ is empty)")
+  m, params = checkpoints.restore_params(path, config)
   files = _tokenizer_files(os.path.join(path, "tokenizer"))
   return Loaded(_plain(m.cfg), _unscanned(params), files, [])
 
@@ -480,13 +491,13 @@ def load(path: str, fmt: str | None = None) -> Loaded:
 def _atomic_dir(dst: str, write) -> None:
   """Runs write(tmp) in a fresh sibling of dst, then renames it to dst."""
   dst = os.path.abspath(dst)
-  if os.path.exists(dst) and os.listdir(dst):
-    raise InputError(f"{dst} exists and is not empty")
+  outputs.check_new_dir(dst)
   parent = os.path.dirname(dst)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix="." + os.path.basename(dst) + ".tmp-", dir=parent)
   try:
     write(tmp)
+    outputs.with_umask(tmp)  # mkdtemp made it 0700
     if os.path.exists(dst):
       os.rmdir(dst)
     os.rename(tmp, dst)
@@ -542,8 +553,7 @@ def convert(src: str, src_format: str, dst: str, dst_format: str) -> Loaded:
     raise InputError(f"--from {src_format!r}: choose one of {', '.join(FORMATS_FROM)}")
   if dst_format not in FORMATS_TO:
     raise InputError(f"--to {dst_format!r}: choose one of {', '.join(FORMATS_TO)}")
-  if os.path.exists(dst) and os.listdir(dst):
-    raise InputError(f"{dst} exists and is not empty")
+  outputs.check_new_dir(dst)  # before the (long) read
   loaded = load(src, src_format)
   if dst_format == "orbax":
     save_orbax(loaded, dst, source=f"{src_format}:{os.path.abspath(src)}")

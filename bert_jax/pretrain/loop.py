@@ -19,7 +19,7 @@ from bert_jax.data import input_pipeline, prepare, tokenizer
 from bert_jax.errors import InputError
 from bert_jax.interop import pretrained
 from bert_jax.model import bert as model_lib
-from bert_jax.pretrain import (budget as budget_lib, evaluate, references,
+from bert_jax.pretrain import (budget as budget_lib, evaluate, references, resume,
                                step as pretrain_step)
 from bert_jax.runtime import (checkpoints, flops, nonfinite, optimizer, preemption,
                               profiler, setup as setup_lib, state as state_lib, writers)
@@ -119,13 +119,15 @@ def _init_from(config, target, s: setup_lib.Setup) -> state_lib.TrainState:
 def run(config, workdir: str) -> dict:
   """Pretrains to config.train.num_steps; returns the last logged metrics."""
   input_pipeline.keep_tensorflow_on_cpu()
-  s = pretrain_step.setup(config)
-  checkpoints.check_writable(workdir, s.abstract)
-  if jax.process_index() == 0:
-    checkpoints.write_config(workdir, config)
+  s = pretrain_step.setup(config)  # checks the config first
+  # Everything that can refuse the command runs before config.json is (re)written.
+  resume.check(config, workdir, prepare.data_dir(config, workdir))
   if config.init_from:
     _adopt_tokenizer(config, workdir)
   files, stats = ensure_data(config, workdir)
+  checkpoints.check_writable(workdir, s.abstract)
+  if jax.process_index() == 0:
+    checkpoints.write_config(workdir, config)
   log.info("model %s: %d parameters; mesh %s", config.model.size,
            model_lib.count_params(s.abstract.params), dict(s.mesh.shape))
 
@@ -138,7 +140,8 @@ def run(config, workdir: str) -> dict:
 
   ds = dataset(config, files, stats, first_batch)
   # The next batches are copied to the devices while the current step runs.
-  batches = input_pipeline.prefetch_to_device(ds.as_numpy_iterator(), s.batch_sharding)
+  batches = input_pipeline.prefetch_to_device(
+      input_pipeline.numpy_batches(ds, prepare.data_dir(config, workdir)), s.batch_sharding)
 
   logger = writers.Logger(
       workdir, config.train.num_steps, **throughput(config, s),
@@ -228,9 +231,10 @@ def _eval_path(config, workdir: str) -> str | None:
 def _eval_args(config, stats: dict) -> dict:
   """How the held-out set is read and masked (the same for the model and the count
   references, so both score the same positions)."""
-  return dict(seq_len=config.data.max_seq_length, max_examples=config.data.eval_examples,
-              vocab_size=stats["vocab_size"], mask_prob=config.data.mask_prob,
-              max_predictions=config.data.max_predictions_per_seq,
+  d = config.data
+  return dict(seq_len=d.max_seq_length, max_examples=d.eval_examples,
+              vocab_size=stats["vocab_size"], mask_prob=d.eval_mask_prob or d.mask_prob,
+              max_predictions=d.eval_max_predictions or d.max_predictions_per_seq,
               special=special_ids(stats))
 
 

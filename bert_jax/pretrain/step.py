@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bert_jax.errors import InputError
+from bert_jax.configs import validate
 from bert_jax.model import bert as model_lib
 from bert_jax.runtime import optimizer, setup as setup_lib, step as step_lib
 
@@ -89,9 +89,7 @@ def loss(params, batch, rng, *, model: nn.Module):
 
 def setup(config) -> setup_lib.Setup:
   """Mesh, model, LAMB, abstract state, shardings and the jitted pretraining step."""
-  if config.train.time_budget < 0:
-    raise InputError(f"train.time_budget={config.train.time_budget}: seconds of "
-                     f"training, or 0 for none")
+  validate.check(config)
   model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config.model))
   tx, lr_fn = optimizer.make(config.optimizer, config.train.num_steps,
                              config.train.time_budget)

@@ -81,20 +81,35 @@ def _save_errors(mngr: ocp.CheckpointManager, step: int | None):
         f"{mngr.all_steps()} are intact, a relaunch resumes from the latest") from e
 
 
+@contextlib.contextmanager
+def _reading(directory, step: int):
+  """Orbax's errors on a damaged or foreign checkpoint (missing files, unreadable
+  metadata, a tree of another shape) as one InputError naming the checkpoint."""
+  try:
+    yield
+  except InputError:
+    raise
+  except (ValueError, KeyError, OSError) as e:
+    cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise InputError(f"cannot read the checkpoint at step {step} in {directory}: "
+                     f"{cause}") from e
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
   """(state, data position or None) of `step`; `abstract_state` leaves carry the
   target shardings, so the checkpoint lands on the current mesh whatever mesh, device
   count or process count wrote it. Shapes are checked first: a checkpoint of another
   model is an InputError naming every mismatching parameter."""
-  metadata = mngr.item_metadata(step)
-  check_shapes(shapes(metadata["params"].tree), shapes(abstract_state.params),
-               f"the checkpoint at step {step} in {mngr.directory}")
-  items = {"params": ocp.args.StandardRestore(abstract_state.params),
-           "opt_state": ocp.args.StandardRestore(abstract_state.opt_state)}
-  # (Orbax gives no metadata for JSON items: look for the item's directory.)
-  if epath.Path(mngr.directory, str(step), "data").exists():
-    items["data"] = ocp.args.JsonRestore()
-  restored = mngr.restore(step, args=ocp.args.Composite(**items))
+  with _reading(mngr.directory, step):
+    metadata = mngr.item_metadata(step)
+    check_shapes(shapes(metadata["params"].tree), shapes(abstract_state.params),
+                 f"the checkpoint at step {step} in {mngr.directory}")
+    items = {"params": ocp.args.StandardRestore(abstract_state.params),
+             "opt_state": ocp.args.StandardRestore(abstract_state.opt_state)}
+    # (Orbax gives no metadata for JSON items: look for the item's directory.)
+    if epath.Path(mngr.directory, str(step), "data").exists():
+      items["data"] = ocp.args.JsonRestore()
+    restored = mngr.restore(step, args=ocp.args.Composite(**items))
   state = abstract_state.replace(step=jax.numpy.asarray(step, jax.numpy.int32),
                                  params=restored["params"],
                                  opt_state=restored["opt_state"])
@@ -162,7 +177,8 @@ def restore_params(workdir: str, config: dict, step: int | None = None):
   abstract = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
       model_lib.abstract_params(model))
-  params = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(abstract)))["params"]
+  with _reading(mngr.directory, step):
+    params = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract)))["params"]
   mngr.close()
   return model, params

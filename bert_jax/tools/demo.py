@@ -11,10 +11,15 @@ checkpoint and reuses finished fine-tuning runs.
 """
 
 import json
+import logging
 import os
+import shutil
 import time
 
+from bert_jax.data import prepare
+from bert_jax.errors import InputError
 from bert_jax.pretrain import loop as pretrain
+from bert_jax.pretrain import resume
 from bert_jax.tools import sentiment_demo
 from bert_jax.configs import pretrain as pretrain_configs
 
@@ -72,9 +77,24 @@ def plot(logged: list[dict], path: str) -> str | None:
   return path
 
 
+def _fresh_if_other_version(config, workdir: str) -> None:
+  """A demo workdir made by another version (another recipe or data) is moved aside
+  to WORKDIR.previous rather than refused: the demo then starts afresh."""
+  try:
+    resume.check(config, workdir, prepare.data_dir(config, workdir))
+  except InputError as e:
+    aside = workdir.rstrip("/") + ".previous"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(workdir, aside)
+    logging.getLogger("bert_jax").warning(
+        "%s holds another demo version's run (%s); moved it to %s and starting afresh",
+        workdir, str(e).split(";")[0], aside)
+
+
 def run(workdir: str, config=None) -> list[dict]:
   config = config or default_config()
   start = time.time()
+  _fresh_if_other_version(config, workdir)
   pretrain.run(config, workdir)
   logged = accuracy_table(workdir)
   rows = [r for r in logged if "loss" in r]  # training steps (step 0: the references)

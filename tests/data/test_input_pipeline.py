@@ -161,3 +161,16 @@ def test_prefetch_to_device_keeps_order_and_places_batches():
   got = list(input_pipeline.prefetch_to_device(iter(host), batch_sh, size=2))
   assert [int(b["x"][0, 0]) for b in got] == [0, 1, 2, 3, 4]
   assert all(b["x"].sharding == batch_sh for b in got)
+
+
+def test_a_corrupt_shard_is_one_input_error(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "shard-00000-of-00001.tfrecord"
+  with tf.io.TFRecordWriter(str(path)) as w:
+    for i in range(4):
+      w.write(b"record %d" % i)
+  data = path.read_bytes()
+  path.write_bytes(data[:20] + b"\xff" * 8 + data[28:])  # a record's length CRC broken
+  ds = tf.data.TFRecordDataset(str(path)).batch(2)
+  with pytest.raises(InputError, match=f"cannot read the prepared data in {tmp_path}"):
+    list(input_pipeline.numpy_batches(ds, str(tmp_path)))

@@ -289,10 +289,14 @@ def test_export_loads_in_transformers(tmp_path):
   run = subprocess.run(
       [sys.executable, "-m", "bert_jax", "convert", "--from", "orbax",
        str(tmp_path / "work"), "--to", "hf", str(tmp_path / "hf")],
-      cwd=REPO, capture_output=True, text=True, timeout=120)
+      cwd=REPO, capture_output=True, text=True, timeout=120,
+      preexec_fn=lambda: os.umask(0o022))
   assert run.returncode == 0, run.stderr
   out = tmp_path / "hf"
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "spm.model"]
+  # The user's umask, not the private temporary directory's 0700.
+  assert out.stat().st_mode & 0o777 == 0o755
+  assert all((out / f).stat().st_mode & 0o777 == 0o644 for f in os.listdir(out))
   assert (out / "spm.model").read_bytes() == b"\x00spm-bytes\x01"
   from safetensors.numpy import load_file
   sd = load_file(str(out / "model.safetensors"))

@@ -88,27 +88,6 @@ def _equal(a, b):
 
 
 @pytest.mark.slow
-def test_kill_9_and_resume_is_bitwise_equal(tmp_path, tiny_config, data_dir):
-  config = _config(tiny_config, 40, data_dir)
-  pretrain.run(config, str(tmp_path / "whole"))
-  proc = _start(config, tmp_path / "killed")
-  ckpt = tmp_path / "killed" / "checkpoints" / "20"
-  _wait_for(ckpt.exists, proc)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL
-  pretrain.run(config, str(tmp_path / "killed"))
-  rows = _logged_steps(tmp_path / "killed")
-  assert rows[-1]["step"] == 40
-  whole = bert_jax.from_pretrained(str(tmp_path / "whole"))
-  resumed = bert_jax.from_pretrained(str(tmp_path / "killed"))
-  assert _equal(whole.params, resumed.params)
-  # Optimizer state too.
-  mngr = checkpoints.manager(str(tmp_path / "killed"), async_save=False)
-  assert mngr.restore(40)["data"]["stream_examples"] == 40 * 4
-
-
-@pytest.mark.slow
 def test_sigterm_saves_the_step_reached_and_exits_0(tmp_path, tiny_config, data_dir):
   config = _config(tiny_config, 100_000, data_dir, checkpoint_every=100_000)
   proc = _start(config, tmp_path)
@@ -223,6 +202,11 @@ def test_workdir_bad_input(tmp_path, tiny_config, data_dir, monkeypatch):
   pretrain.run(config, str(tmp_path / "w"))
   other = _config(tiny_config, 4, data_dir)
   other.model.intermediate_size = 256
+  with pytest.raises(InputError, match=r"holds a run with model.intermediate_size=512"):
+    pretrain.run(other, str(tmp_path / "w"))
+  # Without its config.json (made by hand, or by an older version) the checkpoint's
+  # shapes still refuse it, naming every parameter that does not fit.
+  (tmp_path / "w" / "config.json").unlink()
   with pytest.raises(InputError, match=r"layer_0.*intermediate.*\(128, 512\) vs model "
                                        r"\(128, 256\)"):
     pretrain.run(other, str(tmp_path / "w"))

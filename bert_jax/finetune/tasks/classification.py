@@ -60,7 +60,9 @@ def read(path: str, labelled: bool = True) -> list[Example]:
   examples = []
   for n, r in _records(path):
     where = f"{path}:{n}"
-    missing = [k for k in ("text",) + (("label",) if labelled else ()) if r.get(k) is None]
+    # An empty label (`text,` in a CSV) is missing, not a class of its own.
+    missing = [k for k in ("text",) + (("label",) if labelled else ())
+               if r.get(k) is None or (k == "label" and str(r[k]).strip() == "")]
     if missing:
       raise InputError(f"{where}: missing field(s) {missing}")
     pair = r.get("text_pair")

@@ -1,0 +1,253 @@
+"""Bad input through the CLI: every case ends with exit code 2 and one line naming its
+cause (our warnings may come before it), and a workdir that existed is byte for byte what it was (a workdir that did
+not exist is not made). The commands run in this process (bert_jax.main, as the
+console script calls it), so the table costs no interpreter start-ups."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+
+from absl import flags
+import pytest
+
+from bert_jax import main as cli
+from tests import synthetic_tasks as st
+
+PRETRAIN = "configs/pretrain.py:tiny"
+
+
+def run_cli(*args: str, capsys) -> tuple[int, str]:
+  """(exit code, stderr) of `bert-jax ARGS` run in this process."""
+  argv = ["bert-jax", *args]
+  flags.FLAGS.unparse_flags()
+  for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+    delattr(flags.FLAGS, name)  # --config.K overrides are defined anew by each parse
+  saved, sys.argv = sys.argv, argv  # config_flags reads its overrides from sys.argv
+  capsys.readouterr()
+  try:
+    cli.main(cli._parse_flags(argv))  # pylint: disable=protected-access
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  finally:
+    sys.argv = saved
+    flags.FLAGS.unparse_flags()
+  return code, capsys.readouterr().err
+
+
+def checksums(root: str) -> dict:
+  out = {}
+  for d, _, files in os.walk(root):
+    for f in files:
+      p = os.path.join(d, f)
+      with open(p, "rb") as fh:
+        out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+  return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+  """The inputs of the table: a pretrain workdir (config.json, tokenizer, checkpoint),
+  one that also holds prepared data, a fine-tuning workdir's config.json, bad corpora
+  and data files, a corrupt safetensors checkpoint."""
+  root = tmp_path_factory.mktemp("bad_inputs")
+  run = root / "run"
+  st.pretrained_tiny(str(run))
+  with_data = root / "with_data"
+  shutil.copytree(run, with_data)
+  (with_data / "data").mkdir()
+  (with_data / "data" / "stats.json").write_text(json.dumps({"vocab_size": 128}))
+  from bert_jax.configs import finetune  # pylint: disable=g-import-not-at-top
+  tuned = root / "tuned"
+  tuned.mkdir()
+  (tuned / "config.json").write_text(finetune.get_config("classification").to_json())
+  (root / "empty.txt").write_text("")
+  (root / "binary.txt").write_bytes(bytes(range(256)) * 64)
+  (root / "empty_label.csv").write_text("text,label\n红色的车,red\n一辆车,\n")
+  (root / "train.csv").write_text("text,label\n红色的车,red\n蓝色的车,blue\n")
+  bad_hf = root / "bad_hf"
+  bad_hf.mkdir()
+  (bad_hf / "config.json").write_text(json.dumps({
+      "model_type": "bert", "vocab_size": 128, "hidden_size": 32, "num_hidden_layers": 2,
+      "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128,
+      "type_vocab_size": 2}))
+  (bad_hf / "model.safetensors").write_bytes(b"\x10\x00\x00\x00not safetensors")
+  (root / "a_file").write_text("x")
+  no_checkpoint = root / "no_checkpoint"
+  shutil.copytree(run, no_checkpoint)
+  shutil.rmtree(no_checkpoint / "checkpoints")
+  (no_checkpoint / "checkpoints").mkdir()
+  damaged = root / "damaged"  # a checkpoint whose array files were lost
+  shutil.copytree(run, damaged)
+  for d, _, names in os.walk(damaged / "checkpoints"):
+    for name in names:
+      if "_METADATA" not in name and "_CHECKPOINT_METADATA" not in name:
+        os.remove(os.path.join(d, name))
+  (root / "tokenizer_only" / "tokenizer").mkdir(parents=True)
+  shutil.copy(run / "tokenizer" / "spm.model", root / "tokenizer_only" / "tokenizer")
+  return root
+
+
+def _tiny(*overrides):
+  return ("--config", PRETRAIN, *(f"--config.{o}" for o in overrides))
+
+
+# (id, argv with {root} for the files fixture's directory, message fragment, the
+# existing workdir to checksum or None; "{root}/new" must not exist afterwards).
+CASES = [
+    ("resume_other_size", ("pretrain", "--config", "configs/pretrain.py:mini",
+                           "--workdir", "{root}/run"), "holds a run with model.size='tiny'", "run"),
+    ("resume_other_vocab", ("pretrain", "--config", PRETRAIN, "--workdir", "{root}/run",
+                            "--config.model.vocab_size=1000"),
+     "holds a run with model.vocab_size=128, this config says 1000", "run"),
+    ("prepare_over_data", ("prepare", *_tiny(), "--workdir", "{root}/with_data"),
+     "already holds prepared data; pass --overwrite", "with_data"),
+    ("prepare_overwrite_under_checkpoints",
+     ("prepare", *_tiny(), "--workdir", "{root}/with_data", "--overwrite"),
+     "--overwrite would orphan them", "with_data"),
+    ("seq_over_positions", ("pretrain", *_tiny("data.max_seq_length=1024"),
+                            "--workdir", "{root}/new"),
+     "data.max_seq_length=1024 is longer than the model's model.max_position_embeddings=512",
+     None),
+    ("negative_steps", ("pretrain", *_tiny("train.num_steps=-3"), "--workdir", "{root}/new"),
+     "train.num_steps=-3 must be at least 1", None),
+    ("negative_budget", ("pretrain", *_tiny("train.time_budget=-1"),
+                         "--workdir", "{root}/new"), "train.time_budget=-1", None),
+    ("empty_corpus", ("prepare", *_tiny("data.input={root}/empty.txt"),
+                      "--workdir", "{root}/new"), "no text", None),
+    ("binary_corpus", ("prepare", *_tiny("data.input={root}/binary.txt"),
+                       "--workdir", "{root}/new"), "binary.txt", None),
+    ("vocab_below_specials", ("prepare", *_tiny("model.vocab_size=4"),
+                              "--workdir", "{root}/new"),
+     "model.vocab_size=4 leaves no room beside the 5 special tokens", None),
+    ("vocab_too_small_for_corpus", ("prepare", *_tiny("model.vocab_size=40",
+                                                      "data.max_documents=120"),
+                                    "--workdir", "{root}/new"),
+     "SentencePiece cannot train a 40-piece vocabulary", None),
+    # Fails after the tokenizer and the shards were written: both are removed again.
+    ("too_few_rows", ("prepare", *_tiny("data.max_documents=101"), "--workdir", "{root}/new"),
+     "rows for 8 shards", None),
+    ("everything_held_out", ("prepare", *_tiny("data.max_documents=100"),
+                             "--workdir", "{root}/new"),
+     "data.max_documents=100 leaves nothing to train on", None),
+    ("heads_do_not_divide", ("pretrain", *_tiny("model.num_heads=3"),
+                             "--workdir", "{root}/new"),
+     "model.num_heads=3 does not divide model.hidden_size=128", None),
+    ("unknown_dtype", ("pretrain", *_tiny("model.dtype=float8"), "--workdir", "{root}/new"),
+     "model.dtype='float8'; choose one of", None),
+    ("unknown_objective", ("prepare", *_tiny("data.objective=nsp2"),
+                           "--workdir", "{root}/new"), "data.objective='nsp2'", None),
+    ("unknown_optimizer", ("pretrain", *_tiny("optimizer.name=sgd"),
+                           "--workdir", "{root}/new"), "optimizer.name='sgd'", None),
+    ("batch_not_multiple_of_streams", ("pretrain", *_tiny("train.global_batch_size=12"),
+                                       "--workdir", "{root}/new"),
+     "train.global_batch_size=12 is not a multiple of data.num_streams=8", None),
+    ("batch_not_divisible_by_data_parallel", (
+        "pretrain", *_tiny("train.global_batch_size=4", "data.num_streams=4",
+                           "data.num_shards=4", "mesh.shape=(8,1,1)"),
+        "--workdir", "{root}/new"),
+     "train.global_batch_size=4 is not divisible by the data-parallel size 8", None),
+    ("missing_config_file", ("pretrain", "--config", "configs/nothere.py",
+                             "--workdir", "{root}/new"), "No such file", None),
+    ("unknown_size", ("pretrain", "--config", "configs/pretrain.py:huge",
+                      "--workdir", "{root}/new"), "unknown model size or preset 'huge'", None),
+    ("misspelled_key", ("pretrain", *_tiny("train.num_step=3"), "--workdir", "{root}/new"),
+     "unknown config key", None),
+    ("workdir_is_a_file", ("prepare", *_tiny(), "--workdir", "{root}/a_file"),
+     "is a file, not a directory", None),
+    ("empty_label", ("finetune", "--config", "configs/finetune.py:classification",
+                     "--config.init_from={root}/run",
+                     "--config.train_file={root}/empty_label.csv",
+                     "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+     "empty_label.csv:3: missing field(s) ['label']", None),
+    ("finetune_into_pretrain_workdir", (
+        "finetune", "--config", "configs/finetune.py:classification",
+        "--config.init_from={root}/run", "--config.train_file={root}/train.csv",
+        "--config.eval_file={root}/train.csv", "--workdir", "{root}/run"),
+     "holds a pretraining run", "run"),
+    ("init_from_without_checkpoint", (
+        "finetune", "--config", "configs/finetune.py:classification",
+        "--config.init_from={root}/tokenizer_only", "--config.train_file={root}/train.csv",
+        "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+     "not a pretrain workdir", "tokenizer_only"),
+    ("init_from_empty_checkpoints", (
+        "finetune", "--config", "configs/finetune.py:classification",
+        "--config.init_from={root}/no_checkpoint", "--config.train_file={root}/train.csv",
+        "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+     "no checkpoint in", "no_checkpoint"),
+    ("init_from_damaged_checkpoint", (
+        "finetune", "--config", "configs/finetune.py:classification",
+        "--config.init_from={root}/damaged", "--config.train_file={root}/train.csv",
+        "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+     "cannot read the checkpoint at step 0", "damaged"),
+    ("pretrain_workdir_is_a_file", ("pretrain", *_tiny(), "--workdir", "{root}/a_file"),
+     "is a file, not a directory", None),
+    ("train_file_missing", (
+        "finetune", "--config", "configs/finetune.py:classification",
+        "--config.init_from={root}/run", "--config.train_file={root}/nothere.csv",
+        "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+     "nothere.csv does not exist", "run"),
+    ("corpus_glob_matches_nothing", ("prepare", *_tiny("data.input={root}/nothing*.txt"),
+                                     "--workdir", "{root}/new"), "nothing*.txt", None),
+    ("finetune_bad_warmup", ("finetune", "--config", "configs/finetune.py:classification",
+                             "--config.optimizer.warmup_fraction=1.5",
+                             "--workdir", "{root}/new"),
+     "optimizer.warmup_fraction=1.5 must be in [0, 1)", None),
+    ("predict_output_dir_missing", ("predict", "--workdir", "{root}/run", "--input",
+                                    "{root}/train.csv", "--output", "{root}/no/such/out.jsonl"),
+     "does not exist", "run"),
+    ("predict_output_is_a_dir", ("predict", "--workdir", "{root}/run", "--input",
+                                 "{root}/train.csv", "--output", "{root}/tuned"),
+     "is a directory; name a file", "run"),
+    ("predict_not_finetuned", ("predict", "--workdir", "{root}/run", "--input",
+                               "{root}/train.csv", "--output", "{root}/new.jsonl"),
+     "holds no fine-tuned model", "run"),
+    ("convert_corrupt_safetensors", ("convert", "--from", "hf", "{root}/bad_hf", "--to",
+                                     "orbax", "{root}/new"),
+     "not a readable safetensors file", "bad_hf"),
+    ("convert_onto_a_file", ("convert", "--from", "orbax", "{root}/run", "--to", "hf",
+                             "{root}/a_file"), "is a file, not a directory", "run"),
+    ("convert_finetune_workdir", ("convert", "--from", "orbax", "{root}/tuned", "--to", "hf",
+                                  "{root}/new"), "has no model section", "tuned"),
+    ("convert_missing_source", ("convert", "--from", "hf", "{root}/nothing", "--to", "orbax",
+                                "{root}/new"), "is not a directory", None),
+    ("benchmark_zero_steps", ("benchmark", *_tiny(), "--steps", "0"), "--steps", None),
+]
+
+
+@pytest.mark.parametrize("argv,fragment,kept", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(files, capsys, argv, fragment, kept):
+  argv = [a.replace("{root}", str(files)) for a in argv]
+  before = checksums(files / kept) if kept else None
+  code, err = run_cli(*argv, capsys=capsys)
+  errors = [l for l in err.splitlines() if l.startswith("error: ")]
+  assert code == 2, err
+  # One error line, the last; before it only our timestamped log lines (a warning).
+  assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
+  assert all(re.match(r"\d\d:\d\d:\d\d ", l) for l in err.strip().splitlines()[:-1]), err
+  assert fragment in errors[0], errors[0]
+  assert "Traceback" not in err
+  if kept:
+    assert checksums(files / kept) == before
+  assert not (files / "new").exists()
+  assert not (files / "new.jsonl").exists()
+
+
+def test_verbose_shows_the_traceback(files, capsys):
+  code, err = run_cli("pretrain", *_tiny("train.num_steps=0"), "--workdir",
+                      str(files / "new"), "--verbose", capsys=capsys)
+  assert code == 2
+  assert "Traceback" in err and "error: train.num_steps=0" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_workdir(files, capsys, tmp_path):
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  ro.chmod(0o555)
+  code, err = run_cli("prepare", *_tiny(), "--workdir", str(ro / "w"), capsys=capsys)
+  assert code == 2 and "permission denied" in err

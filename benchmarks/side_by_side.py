@@ -149,7 +149,7 @@ def transformers_curve(config, stats: dict) -> dict:
       jax.block_until_ready(loss)
       trained += time.perf_counter() - start
       curve.append((round(trained, 1), round(accuracy(params), 4)))
-      next_eval += _EVAL_EVERY.value
+      next_eval = trained + _EVAL_EVERY.value
       start = time.perf_counter()
   return {"steps": steps, "learning_rate": _HF_LR.value, "batch": _HF_BATCH.value,
           "final_acc": curve[-1][1], "curve": curve}

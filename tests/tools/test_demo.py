@@ -11,3 +11,20 @@ def test_plot_writes_a_png_with_the_references(tmp_path):
   assert path == str(tmp_path / "acc.png")
   assert (tmp_path / "acc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert demo.plot(logged[:1], str(tmp_path / "none.png")) is None  # no evaluations
+
+
+def test_a_workdir_of_another_demo_version_is_moved_aside(tmp_path):
+  from bert_jax.runtime import checkpoints  # pylint: disable=g-import-not-at-top
+  old = demo.default_config()
+  old.data.mask_prob = 0.3  # what another version's recipe might have used
+  work = tmp_path / "demo_workdir"
+  checkpoints.write_config(str(work), old)
+  (work / "checkpoints" / "100").mkdir(parents=True)
+  demo._fresh_if_other_version(demo.default_config(), str(work))  # pylint: disable=protected-access
+  assert not work.exists()
+  assert (tmp_path / "demo_workdir.previous" / "checkpoints" / "100").is_dir()
+  # This version's own workdir is resumed, not moved.
+  checkpoints.write_config(str(work), demo.default_config())
+  (work / "checkpoints" / "100").mkdir(parents=True)
+  demo._fresh_if_other_version(demo.default_config(), str(work))  # pylint: disable=protected-access
+  assert (work / "checkpoints" / "100").is_dir()

@@ -165,11 +165,12 @@ def main(argv) -> None:
   try:
     _dispatch(argv[1], argv[2:])
   except (InputError, TrainingStopped) as e:
-    # One line, from one process: every process meets the same bad input.
+    # One line. The other processes of a job say it too, marked, into their own logs
+    # (the launchers keep them apart): a cause only one host meets is not lost.
     if _VERBOSE.value:
       traceback.print_exc()
-    if jax.process_index() == 0 or _VERBOSE.value:
-      print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    who = f"process {jax.process_index()}: " if jax.process_index() else ""
+    print(f"error: {who}{' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -13,7 +13,7 @@ import os
 
 from etils import epath
 import jax
-from jax.experimental import multihost_utils
+import orbax.checkpoint as ocp
 
 from bert_jax.data import input_pipeline, prepare, tokenizer
 from bert_jax.errors import InputError
@@ -27,6 +27,33 @@ from bert_jax.runtime import (checkpoints, flops, nonfinite, optimizer, preempti
 log = logging.getLogger(__name__)
 
 
+# How long the other processes wait for process 0's `prepare`: a corpus can take
+# hours. They wait on the distributed runtime's key-value store, never in a device
+# collective (gloo gives up after 30 s while process 0 is still tokenizing).
+PREPARE_TIMEOUT_S = 24 * 3600
+_PREPARED_KEY = "bert_jax/prepare"
+
+
+def _prepare_on_process_0(config, workdir: str) -> None:
+  """Process 0 prepares; the others wait for its outcome, which carries a failure
+  to every process as the same one-line error."""
+  if jax.process_count() == 1:
+    prepare.run(config, workdir)
+    return
+  client = ocp.multihost.get_jax_distributed_client()
+  if jax.process_index() == 0:
+    try:
+      prepare.run(config, workdir)
+    except BaseException as e:
+      client.key_value_set(_PREPARED_KEY, f"failed: {e}")
+      raise
+    client.key_value_set(_PREPARED_KEY, "ok")
+    return
+  outcome = client.blocking_key_value_get(_PREPARED_KEY, PREPARE_TIMEOUT_S * 1000)
+  if outcome != "ok":
+    raise InputError(f"process 0 could not prepare the data: {outcome}")
+
+
 def ensure_data(config, workdir: str) -> tuple[list[str], dict]:
   """Prepared shard files and their stats, running `prepare` on process 0 first if
   there are none."""
@@ -35,9 +62,7 @@ def ensure_data(config, workdir: str) -> tuple[list[str], dict]:
   if not epath.Path(stats_file).exists():
     if config.data.prepared_dir:
       raise InputError(f"data.prepared_dir={data_dir} holds no prepared data")
-    if jax.process_index() == 0:
-      prepare.run(config, workdir)
-    multihost_utils.sync_global_devices("bert_jax.data.prepare")
+    _prepare_on_process_0(config, workdir)
   stats = json.loads(epath.Path(stats_file).read_text())
   prepared_len = stats["max_seq_length"]
   if prepared_len > config.data.max_seq_length:

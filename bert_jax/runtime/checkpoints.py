@@ -91,6 +91,7 @@ def _reading(directory, step: int):
     raise
   except (ValueError, KeyError, OSError) as e:
     cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    cause = cause.split(" [tensorstore_spec")[0]  # TensorStore appends its whole spec
     raise InputError(f"cannot read the checkpoint at step {step} in {directory}: "
                      f"{cause}") from e
 
@@ -137,7 +138,8 @@ def check_writable(workdir: str, abstract_state) -> None:
   """Finds an unwritable workdir or a disk without room for one checkpoint before
   training starts, rather than at the first save."""
   directory = os.path.join(workdir, "checkpoints")
-  probe = os.path.join(directory, ".write-probe")
+  # One probe per process: processes of a job probe the same directory at once.
+  probe = os.path.join(directory, f".write-probe-{jax.process_index()}")
   try:
     epath.Path(directory).mkdir(parents=True, exist_ok=True)
     epath.Path(probe).write_text("ok")

@@ -63,9 +63,13 @@ def test_two_processes_match_one_process(tmp_path, tiny_config):
 
   # The reference in this process: the CLI's multi-process path is what is tested.
   pretrain.run(_config(tiny_config, data_dir), str(one))
-  _run(["bash", f"{REPO}/launch/local_multiprocess.sh", "2", "pretrain",
-        *_flags(two, data_dir)], 4, DEVICES_PER_PROCESS="4", LOG_DIR=str(tmp_path),
-       BERT_JAX=f"{sys.executable} -m bert_jax")
+  # The two processes prepare their fresh workdir themselves (process 0 tokenizes,
+  # process 1 waits on the key-value store), into the same shards as `prep`.
+  flags = [f for f in _flags(two, data_dir) if "prepared_dir" not in f]
+  _run(["bash", f"{REPO}/launch/local_multiprocess.sh", "2", "pretrain", *flags,
+        "--config.data.max_documents=300"], 4, DEVICES_PER_PROCESS="4",
+       LOG_DIR=str(tmp_path), BERT_JAX=f"{sys.executable} -m bert_jax")
+  assert (two / "data" / "stats.json").exists()
 
   losses_one, losses_two = _losses(one), _losses(two)
   assert sorted(losses_one) == sorted(losses_two) == list(range(1, STEPS + 1))
@@ -84,6 +88,8 @@ def test_two_processes_match_one_process(tmp_path, tiny_config):
   print("max |param difference|, 2 processes vs 1:", max(jax.tree_util.tree_leaves(diffs)))
   assert max(jax.tree_util.tree_leaves(diffs)) <= 1e-6, diffs
 
-  # ... and one process keeps training from it.
-  pretrain.run(_config(tiny_config, data_dir, STEPS + 2), str(two))
+  # ... and one process keeps training from it (on `prep`'s copy of the data).
+  more = _config(tiny_config, data_dir, STEPS + 2)
+  more.data.max_documents = 300
+  pretrain.run(more, str(two))
   assert max(_losses(two)) == STEPS + 2

@@ -66,7 +66,8 @@ def _mask(ids: np.ndarray, rng: np.random.Generator, vocab: int, special) -> tup
 
 
 def transformers_curve(config, stats: dict) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  import jax
   import jax.numpy as jnp
   import optax
   import transformers
@@ -91,9 +92,9 @@ def transformers_curve(config, stats: dict) -> dict:
       max_position_embeddings=m.max_position_embeddings, type_vocab_size=2), seed=0)
 
   def decay_mask(params):
-    flat = {k: k[-1] != "bias" and k[-2:] != ("LayerNorm", "scale")
-            for k in _flat_keys(params)}
-    return _unflatten(params, flat)
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict(
+        {k: k[-1] != "bias" and k[-2:] != ("LayerNorm", "scale") for k in flat})
 
   def make_tx(steps: int):
     warm = optax.linear_schedule(0.0, _HF_LR.value, max(_HF_WARMUP.value, 1))
@@ -153,19 +154,6 @@ def transformers_curve(config, stats: dict) -> dict:
       start = time.perf_counter()
   return {"steps": steps, "learning_rate": _HF_LR.value, "batch": _HF_BATCH.value,
           "final_acc": curve[-1][1], "curve": curve}
-
-
-def _flat_keys(tree, prefix=()):
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      yield from _flat_keys(v, prefix + (k,))
-    else:
-      yield prefix + (k,)
-
-
-def _unflatten(tree, flat, prefix=()):
-  return {k: _unflatten(v, flat, prefix + (k,)) if isinstance(v, dict) else flat[prefix + (k,)]
-          for k, v in tree.items()}
 
 
 def _at(curve) -> dict:

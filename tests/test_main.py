@@ -95,6 +95,13 @@ def _tiny(*overrides):
   return ("--config", PRETRAIN, *(f"--config.{o}" for o in overrides))
 
 
+def _classify(init_from="run", train="train.csv", workdir="new"):
+  """`finetune` of a classifier from {root}/INIT_FROM on {root}/TRAIN."""
+  return ("finetune", "--config", "configs/finetune.py:classification",
+          f"--config.init_from={{root}}/{init_from}", f"--config.train_file={{root}}/{train}",
+          "--config.eval_file={root}/train.csv", "--workdir", f"{{root}}/{workdir}")
+
+
 # (id, argv with {root} for the files fixture's directory, message fragment, the
 # existing workdir to checksum or None; "{root}/new" must not exist afterwards).
 CASES = [
@@ -136,6 +143,9 @@ CASES = [
     ("heads_do_not_divide", ("pretrain", *_tiny("model.num_heads=3"),
                              "--workdir", "{root}/new"),
      "model.num_heads=3 does not divide model.hidden_size=128", None),
+    ("eval_mask_rate_out_of_range", ("pretrain", *_tiny("data.eval_mask_prob=1.5"),
+                                     "--workdir", "{root}/new"),
+     "data.eval_mask_prob=1.5 must be in (0, 1)", None),
     ("unknown_dtype", ("pretrain", *_tiny("model.dtype=float8"), "--workdir", "{root}/new"),
      "model.dtype='float8'; choose one of", None),
     ("unknown_objective", ("prepare", *_tiny("data.objective=nsp2"),
@@ -158,37 +168,19 @@ CASES = [
      "unknown config key", None),
     ("workdir_is_a_file", ("prepare", *_tiny(), "--workdir", "{root}/a_file"),
      "is a file, not a directory", None),
-    ("empty_label", ("finetune", "--config", "configs/finetune.py:classification",
-                     "--config.init_from={root}/run",
-                     "--config.train_file={root}/empty_label.csv",
-                     "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+    ("empty_label", _classify(train="empty_label.csv"),
      "empty_label.csv:3: missing field(s) ['label']", None),
-    ("finetune_into_pretrain_workdir", (
-        "finetune", "--config", "configs/finetune.py:classification",
-        "--config.init_from={root}/run", "--config.train_file={root}/train.csv",
-        "--config.eval_file={root}/train.csv", "--workdir", "{root}/run"),
+    ("finetune_into_pretrain_workdir", _classify(workdir="run"),
      "holds a pretraining run", "run"),
-    ("init_from_without_checkpoint", (
-        "finetune", "--config", "configs/finetune.py:classification",
-        "--config.init_from={root}/tokenizer_only", "--config.train_file={root}/train.csv",
-        "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+    ("init_from_without_checkpoint", _classify(init_from="tokenizer_only"),
      "not a pretrain workdir", "tokenizer_only"),
-    ("init_from_empty_checkpoints", (
-        "finetune", "--config", "configs/finetune.py:classification",
-        "--config.init_from={root}/no_checkpoint", "--config.train_file={root}/train.csv",
-        "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+    ("init_from_empty_checkpoints", _classify(init_from="no_checkpoint"),
      "no checkpoint in", "no_checkpoint"),
-    ("init_from_damaged_checkpoint", (
-        "finetune", "--config", "configs/finetune.py:classification",
-        "--config.init_from={root}/damaged", "--config.train_file={root}/train.csv",
-        "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+    ("init_from_damaged_checkpoint", _classify(init_from="damaged"),
      "cannot read the checkpoint at step 0", "damaged"),
     ("pretrain_workdir_is_a_file", ("pretrain", *_tiny(), "--workdir", "{root}/a_file"),
      "is a file, not a directory", None),
-    ("train_file_missing", (
-        "finetune", "--config", "configs/finetune.py:classification",
-        "--config.init_from={root}/run", "--config.train_file={root}/nothere.csv",
-        "--config.eval_file={root}/train.csv", "--workdir", "{root}/new"),
+    ("train_file_missing", _classify(train="nothere.csv"),
      "nothere.csv does not exist", "run"),
     ("corpus_glob_matches_nothing", ("prepare", *_tiny("data.input={root}/nothing*.txt"),
                                      "--workdir", "{root}/new"), "nothing*.txt", None),

@@ -38,7 +38,7 @@ from bert_jax.data import pairs
 from bert_jax.data import tokenizer
 from bert_jax.data import words
 from bert_jax.errors import InputError
-from bert_jax.runtime import outputs
+from bert_jax.runtime import checkpoints, outputs
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def _check_target(workdir: str, out_dir: str, overwrite: bool) -> None:
     if not overwrite:
       raise InputError(f"{out_dir} already holds prepared data; pass --overwrite to "
                        f"replace it (and the workdir's tokenizer), or use a new --workdir")
-    if any(epath.Path(workdir, "checkpoints").glob("[0-9]*")):
+    if checkpoints.has_checkpoint(workdir):
       raise InputError(f"{workdir} holds checkpoints trained on its data and tokenizer; "
                        f"--overwrite would orphan them: prepare into a new --workdir")
 

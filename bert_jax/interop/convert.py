@@ -30,7 +30,6 @@ import os
 import shutil
 import tempfile
 
-from etils import epath
 import flax
 import flax.linen as nn
 import jax
@@ -457,7 +456,7 @@ def read_orbax(path: str) -> Loaded:
     raise InputError(f"{path} is not a pretrain workdir or converted checkpoint (its "
                      f"{checkpoints.CONFIG_FILE} has no model section; a fine-tuning "
                      f"workdir is read by `predict`)")
-  if not any(epath.Path(path, "checkpoints").glob("[0-9]*")):
+  if not checkpoints.has_checkpoint(path):
     raise InputError(f"{path} has no checkpoint yet (checkpoints/ is empty)")
   m, params = checkpoints.restore_params(path, config)
   files = _tokenizer_files(os.path.join(path, "tokenizer"))

@@ -42,7 +42,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def holds_run(workdir: str, data_dir: str) -> bool:
-  return (any(epath.Path(workdir, "checkpoints").glob("[0-9]*"))
+  return (checkpoints.has_checkpoint(workdir)
           or epath.Path(data_dir, "stats.json").exists())
 
 

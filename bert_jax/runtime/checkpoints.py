@@ -159,6 +159,11 @@ def free_bytes(directory: str) -> int:
   return shutil.disk_usage(directory).free
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether WORKDIR/checkpoints holds any step (without opening a manager)."""
+  return any(epath.Path(workdir, "checkpoints").glob("[0-9]*"))
+
+
 def write_config(workdir: str, config) -> None:
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   epath.Path(workdir, CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))

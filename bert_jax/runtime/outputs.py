@@ -10,10 +10,11 @@ from bert_jax.errors import InputError
 
 
 def _check_parent(path: str, what: str) -> None:
-  parent = os.path.dirname(os.path.abspath(path)) if "://" not in path else None
-  if parent is None:
+  """The nearest existing ancestor of `path` is a writable directory (local paths:
+  an object store has nothing to probe before the write)."""
+  if "://" in path:
     return
-  existing = parent
+  existing = os.path.dirname(os.path.abspath(path))
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
@@ -27,9 +28,9 @@ def check_file(path: str, what: str = "output") -> None:
   exists and is writable."""
   if epath.Path(path).is_dir():
     raise InputError(f"{what} {path} is a directory; name a file")
-  if "://" not in path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-    raise InputError(f"{what} {path}: directory {os.path.dirname(os.path.abspath(path))} "
-                     f"does not exist")
+  parent = os.path.dirname(os.path.abspath(path))
+  if "://" not in path and not os.path.isdir(parent):
+    raise InputError(f"{what} {path}: directory {parent} does not exist")
   _check_parent(path, what)
 
 

@@ -7,20 +7,20 @@ from bert_jax.configs import finetune, pretrain, validate
 from bert_jax.errors import InputError
 
 
-def _pretrain(**changes):
-  c = pretrain.get_config("tiny")
+def _changed(c, changes: dict):
+  """`c` with group__field=value changes applied."""
   for key, value in changes.items():
     group, field = key.split("__")
     c[group][field] = value
   return c
+
+
+def _pretrain(**changes):
+  return _changed(pretrain.get_config("tiny"), changes)
 
 
 def _finetune(task="classification", **changes):
-  c = finetune.get_config(task)
-  for key, value in changes.items():
-    group, field = key.split("__")
-    c[group][field] = value
-  return c
+  return _changed(finetune.get_config(task), changes)
 
 
 # (config, what the message names); one row per rule of validate.py.

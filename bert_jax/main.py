@@ -3,7 +3,8 @@
 Subcommands: prepare (corpus -> tokenizer + shards), pretrain (train/resume), demo
 (prepare + pretrain tiny on the embedded corpus + accuracy report), plan (per-device
 memory of the train step for a mesh, compiled on emulated CPU devices), benchmark
-(`--what step`: throughput and MFU of the pretrain step, one JSON line), convert
+(`--what step`: throughput and MFU of the pretrain step, `--what prepare`: tokens
+per second of prepare, one JSON line), convert
 (`bert-jax convert --from {hf,tf1,orbax} SRC --to {orbax,hf} DST`), finetune (a new
 task head on a pretrained encoder: `--config configs/finetune.py:{classification,
 tagging,qa} --config.init_from=PATH`), predict (`--workdir DIR --input FILE --output
@@ -58,9 +59,13 @@ _TO = flags.DEFINE_enum("to", None, ["orbax", "hf"], "convert: destination forma
 _INPUT = flags.DEFINE_string("input", None, "predict: file in the task's training format.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict: JSON lines written here.")
 _WHAT = flags.DEFINE_enum(
-    "what", "step", ["step", "input"],
+    "what", "step", ["step", "input", "prepare"],
     "benchmark: what to time (step: the pretrain train step; input: the input "
-    "pipeline on the prepared shards of --workdir, which it prepares if needed).")
+    "pipeline on the prepared shards of --workdir, which it prepares if needed; "
+    "prepare: `prepare` on a synthetic corpus in --workdir, every process its share).")
+_CORPUS_MB = flags.DEFINE_float(
+    "corpus_mb", 1024, "benchmark --what prepare: size of the synthetic corpus (MiB).",
+    lower_bound=0.01)
 _STEPS = flags.DEFINE_integer("steps", 10, "benchmark: timed steps after warm-up.",
                               lower_bound=1)
 _OVERWRITE = flags.DEFINE_bool(
@@ -120,6 +125,11 @@ def _dispatch(command: str, args=()) -> None:
     if workdir is None and not config.data.prepared_dir:
       raise InputError("benchmark --what input needs --workdir (or data.prepared_dir)")
     input_benchmark.run(config, workdir or config.data.prepared_dir)
+  elif command == "benchmark" and _WHAT.value == "prepare":
+    from bert_jax.tools import prepare_benchmark
+    if workdir is None:
+      raise InputError("benchmark --what prepare needs --workdir (its corpus goes there)")
+    prepare_benchmark.run(config, workdir, _CORPUS_MB.value)
   elif command == "benchmark":
     from bert_jax.tools import benchmark
     # --workdir is optional: where train.profile_steps traces go.

@@ -18,7 +18,33 @@ SIZES = {
 }
 
 
-# name: (size, what the recipe changes).
+# name: (size, what the recipe changes). Reference recipes cite their source; what
+# the preset cannot carry (the data, a start checkpoint, the accumulation a given
+# slice needs) is in BUILD.md § Reference recipes, with each one's `plan`.
+_DEVLIN = {  # Devlin et al. 2019 (BERT), § A.2 and google-research/bert's README
+    "data.objective": "nsp", "optimizer.name": "adamw", "optimizer.learning_rate": 1e-4,
+    "optimizer.warmup_steps": 10_000, "optimizer.weight_decay": 0.01,
+    "optimizer.b1": 0.9, "optimizer.b2": 0.999, "optimizer.eps": 1e-6,
+    "optimizer.decay_power": 1.0, "train.global_batch_size": 256,
+}
+# Phase 1: seq 128 for 90 % of the 1M steps. Google's one linear decay spans both
+# phases; here each phase decays on its own, so phase 1 ends at 0 instead of 1e-5.
+_DEVLIN_128 = {**_DEVLIN, "data.max_seq_length": 128,
+               "data.max_predictions_per_seq": 20, "train.num_steps": 900_000}
+# Phase 2: the last 100k steps at seq 512, from phase 1 (init_from=its workdir, Adam
+# moments kept), at the rate Google's schedule has there: 1e-5 decaying to 0.
+_DEVLIN_512 = {**_DEVLIN, "data.max_seq_length": 512,
+               "data.max_predictions_per_seq": 76, "train.num_steps": 100_000,
+               "optimizer.learning_rate": 1e-5, "optimizer.warmup_steps": 0}
+# You et al. 2020 (LAMB, "76 minutes"), as NVIDIA's DeepLearningExamples
+# PyTorch/LanguageModeling/BERT/scripts/run_pretraining.sh runs it: batch 64k at seq
+# 128 for 7,038 steps, then 32k at seq 512 for 1,563; warm-up 28.43 % and 12.8 % of
+# the steps; polynomial decay of power 0.5 (its PolyWarmUpScheduler). NVIDIA reaches
+# these batches with 128 and 256 accumulation steps on 8 GPUs: set
+# train.microbatches for the slice (BUILD.md).
+_LAMB = {"data.objective": "nsp", "optimizer.name": "lamb", "optimizer.b1": 0.9,
+         "optimizer.b2": 0.999, "optimizer.eps": 1e-6, "optimizer.weight_decay": 0.01,
+         "optimizer.decay_power": 0.5}
 PRESETS = {
     # The demo's recipe on 2 CPU cores (BUILD.md § Pretraining recipe): RoBERTa's
     # full sentences without a sentence task, and no dropout (Cramming, Geiping &
@@ -26,6 +52,36 @@ PRESETS = {
     # the 10-minute recipe.
     "demo": ("tiny", {"data.objective": "none", "model.hidden_dropout": 0.0,
                       "model.attention_dropout": 0.0}),
+    "bert_base": ("base", _DEVLIN_128),
+    "bert_base_512": ("base", _DEVLIN_512),
+    "bert_large": ("large", _DEVLIN_128),
+    "bert_large_512": ("large", _DEVLIN_512),
+    "lamb_64k": ("large", {
+        **_LAMB, "data.max_seq_length": 128, "data.max_predictions_per_seq": 20,
+        "train.global_batch_size": 65_536, "train.num_steps": 7_038,
+        "optimizer.learning_rate": 6e-3, "optimizer.warmup_steps": 2_000}),
+    "lamb_32k_512": ("large", {  # from lamb_64k (init_from=its workdir)
+        **_LAMB, "data.max_seq_length": 512, "data.max_predictions_per_seq": 80,
+        "train.global_batch_size": 32_768, "train.num_steps": 1_563,
+        "optimizer.learning_rate": 4e-3, "optimizer.warmup_steps": 200}),
+    # MLPerf Training's BERT-large benchmark (mlcommons/training
+    # language_model/tensorflow/bert): seq 512 with 76 predictions per sequence,
+    # masks fixed at preparation, a fixed 10,000-example eval set, from the
+    # benchmark's start checkpoint (init_from), until masked-LM accuracy 0.720. Batch,
+    # rate, steps and LAMB betas are the reference convergence point "bert_ref_256"
+    # (mlcommons/logging, mlperf_logging/rcp_checker, rcps_bert.json): batch 256,
+    # LR 3.5e-4 over 13,700 steps without warm-up, betas 0.9 / 0.999, decay 0.01.
+    # Evaluation every ~0.05 * (230.23 * batch + 3e6) samples, the rules' interval.
+    "mlperf": ("large", {
+        "data.objective": "nsp", "data.max_seq_length": 512,
+        "data.max_predictions_per_seq": 76, "data.masking": "static",
+        "data.dupe_factor": 10, "data.eval_examples": 10_000,
+        "optimizer.name": "lamb", "optimizer.learning_rate": 3.5e-4,
+        "optimizer.warmup_steps": 0, "optimizer.b1": 0.9, "optimizer.b2": 0.999,
+        "optimizer.eps": 1e-6, "optimizer.weight_decay": 0.01,
+        "optimizer.decay_power": 1.0, "train.global_batch_size": 256,
+        "train.num_steps": 13_700, "train.eval_every": 600,
+        "train.checkpoint_every": 600, "train.target_mlm_accuracy": 0.720}),
 }
 
 
@@ -183,6 +239,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   # Sequences per step summed over all processes.
   c.train.global_batch_size = 32 if small_vocab else 256
+  # Gradient accumulation: the step splits the global batch into this many
+  # microbatches (a lax.scan holding one microbatch's activations at a time), sums
+  # their gradients in f32 and makes one clipped update, equal to the unsplit one
+  # (dropout masks follow the example, not the microbatch). Trades step time for
+  # activation memory (see `bert-jax plan`); global_batch_size / microbatches must
+  # still split over the data-parallel devices.
+  c.train.microbatches = 1
   # Total optimizer steps (the schedule decays to 0 here). With a time budget, the
   # most steps taken.
   c.train.num_steps = 2000 if small_vocab else 1_000_000
@@ -193,6 +256,16 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # decides; the elapsed time is checkpointed, so a resume continues the schedule
   # (but, unlike step schedules, not bit for bit: the clock is not the same twice).
   c.train.time_budget = 0.0
+  # Stop once the held-out eval_mlm_accuracy reaches this (checked at every
+  # evaluation; a checkpoint is saved there) and log the time to target: training
+  # seconds and wall seconds of this run, evaluation included, as MLPerf times it
+  # (its BERT target: 0.720). 0: off.
+  c.train.target_mlm_accuracy = 0.0
+  # With several processes: every train.log_every steps each process checks in on
+  # the distributed runtime's key-value store before the step's collectives; one
+  # missing for this many seconds ends the job with an error naming it (not a
+  # silent hang in a collective). Covers the skew of a first compilation.
+  c.train.liveness_timeout = 600.0
   # Seed for init, dropout and masking.
   c.train.seed = 0
   # Log metrics every N steps.

@@ -104,7 +104,14 @@ def _pretrain(c, training: bool):
     yield (t.global_batch_size % d.num_streams == 0,
            f"train.global_batch_size={t.global_batch_size} is not a multiple of "
            f"data.num_streams={d.num_streams}")
+  yield (t.microbatches >= 1 and t.global_batch_size % t.microbatches == 0,
+         f"train.microbatches={t.microbatches} must be at least 1 and divide "
+         f"train.global_batch_size={t.global_batch_size}")
   yield t.num_steps >= 1, f"train.num_steps={t.num_steps} must be at least 1"
+  yield (t.liveness_timeout > 0,
+         f"train.liveness_timeout={t.liveness_timeout} must be above 0 (seconds)")
+  yield (0 <= t.target_mlm_accuracy < 1,
+         f"train.target_mlm_accuracy={t.target_mlm_accuracy} must be in [0, 1) (0: off)")
   yield (t.time_budget >= 0,
          f"train.time_budget={t.time_budget}: seconds of training, or 0 for none")
   for key in ("log_every", "checkpoint_every", "keep_checkpoints"):

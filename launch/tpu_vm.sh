@@ -284,6 +284,11 @@ run_remote() {
 # Prints worker 0's exit status once the job has ended, else running or gone.
 probe_remote="if [ -f ~/bert_jax.exit ]; then cat ~/bert_jax.exit; elif pgrep -f $job_pattern > /dev/null; then echo running; else echo gone; fi"
 
+# One line per worker: its host name (TPU VM names end in -w-INDEX), its exit status
+# (or running / gone) and the last error line of its log (bert-jax marks the errors
+# of processes other than 0 "process N:"): which host failed, and why.
+report_remote="echo \"\$(hostname): \$(if [ -f ~/bert_jax.exit ]; then echo exit \$(cat ~/bert_jax.exit); elif pgrep -f $job_pattern > /dev/null; then echo running; else echo gone; fi); \$(grep -a 'error:' ~/bert_jax.log 2>/dev/null | tail -n 1)\""
+
 # --- relaunch -----------------------------------------------------------------------
 wait_queued_active() {
   local state
@@ -340,7 +345,9 @@ watch_job() {
             return 0
             ;;
           *)
-            log "job ended ($status); running it again"
+            log "job ended ($status) on worker 0; every worker's status and last error:"
+            "$gcloud_bin" "${ssh_all[@]}" "$report_remote" 2>/dev/null | sed 's/^/  /' >&2 || true
+            log "running it again"
             restart job
             ;;
         esac
@@ -377,7 +384,8 @@ case $sub in
       g "${ssh_all[@]}" "$(run_remote)"
       g "${describe_cmd[@]}"
       g "${ssh_0[@]}" "$probe_remote"
-      echo "# checked every ${poll_seconds}s; exit status not 0 or no job: the last command again; VM PREEMPTED, TERMINATED or gone: these (at most $max_restarts restarts):"
+      g "${ssh_all[@]}" "$report_remote"
+      echo "# checked every ${poll_seconds}s; exit status not 0 or no job: the report above, then the last command again; VM PREEMPTED, TERMINATED or gone: these (at most $max_restarts restarts):"
       g "${delete_cmd[@]}"
       g "${create_cmd[@]}"
       [[ $queued == 0 ]] || g "${queued_state_cmd[@]}"

@@ -8,25 +8,34 @@ Output, under DATA_DIR (WORKDIR/data unless data.prepared_dir is set):
 Masking happens later, in the input pipeline, so every epoch sees new masks.
 
 Documents are read as a stream and cut into chunks of data.chunk_documents; each
-chunk is tokenized and paired (data.objective) with its own seed, by
-data.prepare_workers processes, so the output does not depend on the worker count.
-Examples then get a global shuffle on their way to the shards: scattered at random
-into num_shards temporary buckets, each bucket shuffled in memory and dealt
-round-robin, so shard sizes differ by at most one and memory holds one bucket.
+chunk is tokenized, paired (data.objective), packed and serialized with its own seed,
+by data.prepare_workers processes, so the output does not depend on the worker count.
+Every process of a job reads the stream and does chunks i, i + n, ... (process i of
+n); process 0 trains the tokenizer first and writes stats.json last. The rows get a
+global shuffle on their way to the shards (shuffle.py), so the shards, stats (but
+`seconds`) and tokenizer are byte for byte the same whatever the process count.
+Processes wait for each other on the distributed runtime's key-value store, never in a
+device collective (gloo gives up after 30 s, while tokenizing takes hours).
 """
 
 import collections
 import dataclasses
+import functools
 import itertools
 import json
 import logging
 import multiprocessing
 import os
 import random
+import threading
 import time
 from typing import Iterable, Iterator
 
 from etils import epath
+# The distributed runtime's state (as Orbax reads it): its client, and this process's
+# place, without starting a backend as jax.process_index() would.
+from jax._src import distributed as jax_distributed
+import numpy as np
 import tensorflow as tf
 import tqdm
 
@@ -35,6 +44,7 @@ from bert_jax.data import corpus
 from bert_jax.data import masking
 from bert_jax.data import packing
 from bert_jax.data import pairs
+from bert_jax.data import shuffle
 from bert_jax.data import tokenizer
 from bert_jax.data import words
 from bert_jax.errors import InputError
@@ -50,25 +60,99 @@ def data_dir(config, workdir: str) -> str:
   return config.data.prepared_dir or os.path.join(workdir, "data")
 
 
-def _feature(values) -> tf.train.Feature:
-  return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+def _varint(n: int) -> bytes:
+  out = bytearray()
+  while n >= 0x80:
+    out.append(n & 0x7F | 0x80)
+    n >>= 7
+  out.append(n)
+  return bytes(out)
 
 
-def serialize(ex: pairs.Example, whole_words: bool = False) -> bytes:
-  return serialize_row([ex], whole_words)
+@functools.cache
+def _entry_header(name: str, n: int) -> bytes:
+  """What precedes an n-byte packed Int64List in a tf.train.Example: its map entry
+  (key 1, Feature value 2) up to the list's values."""
+  key = b"\x0a" + _varint(len(name)) + name.encode()
+  int64_list = b"\x0a" + _varint(n)
+  feature = b"\x1a" + _varint(len(int64_list) + n) + int64_list
+  entry = key + b"\x12" + _varint(len(feature) + n) + feature
+  return b"\x0a" + _varint(len(entry) + n) + entry
+
+
+def _flat(lists) -> tuple[np.ndarray, list[int]]:
+  """Lists of ints end to end, and their lengths."""
+  lists = list(lists)
+  lengths = [len(x) for x in lists]
+  return np.fromiter(itertools.chain.from_iterable(lists), np.int64, sum(lengths)), lengths
+
+
+def _varints(values: np.ndarray, per_row: list[int]) -> tuple[bytes, list[int]]:
+  """Non-negative ints as protobuf varints, end to end, and the byte offsets where
+  the rows (of `per_row` values each) start, and where the last one ends."""
+  v = values.astype(np.uint64)
+  most = max(1, (int(v.max(initial=0)).bit_length() + 6) // 7)  # bytes of the largest
+  size = np.ones(len(v), np.int64)
+  for k in range(1, most):
+    size += v >= np.uint64(1 << (7 * k))
+  ends = np.cumsum(size)
+  out = np.zeros(int(ends[-1]) if len(ends) else 0, np.uint8)
+  for k in range(most):  # byte k of every value that has one: 7 bits, and "more" on top
+    here = size > k
+    low = ((v[here] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
+    out[(ends - size)[here] + k] = low | (size[here] > k + 1).astype(np.uint8) << 7
+  rows = np.concatenate([[0], ends])[np.cumsum([0] + per_row)]
+  return out.tobytes(), rows.tolist()
+
+
+def serialize_rows(rows: list[list[pairs.Example]], whole_words: bool = False,
+                   masks: list[dict] | None = None) -> list[bytes]:
+  """Shard records: per row of one or more (packed) examples the tf.train.Example of
+  its features (packing.concat); with static masking its masked ids and predictions
+  (masking.mask_rows). Encoded here, a chunk's values at a time in numpy, in half
+  the time of building a tf.train.Example per row."""
+  examples = [e for row in rows for e in row]
+  per_row = [len(row) for row in rows]
+  lengths = [len(e.input_ids) for e in examples]
+  starts = list(itertools.accumulate(per_row, initial=0))
+  row_tokens = [sum(lengths[a:b]) for a, b in zip(starts, starts[1:])]
+
+  def tokens(field):  # a per-token feature of the examples, rows end to end
+    return np.fromiter(itertools.chain.from_iterable(getattr(e, field) for e in examples),
+                       np.int64, sum(lengths)), row_tokens
+
+  columns = {
+      "input_ids": _flat(m["input_ids"] for m in masks) if masks else tokens("input_ids"),
+      "segment_ids": tokens("segment_ids"),
+      "next_sentence_label": (np.array([e.next_sentence_label for e in examples],
+                                       np.int64), per_row),
+      "example_lengths": (np.array(lengths, np.int64), per_row),
+  }
+  if masks:
+    columns["masked_positions"] = _flat(m["masked_positions"] for m in masks)
+    columns["masked_ids"] = _flat(m["masked_ids"] for m in masks)
+  if whole_words:
+    columns["word_start"] = tokens("word_start")
+  encoded = [(name, *_varints(values, per)) for name, (values, per) in columns.items()]
+  out = []
+  for r in range(len(rows)):
+    parts = [b""]
+    for name, blob, bounds in encoded:
+      payload = blob[bounds[r]:bounds[r + 1]]
+      parts += (_entry_header(name, len(payload)), payload)
+    parts[0] = b"\x0a" + _varint(sum(map(len, parts)))  # Example.features
+    out.append(b"".join(parts))
+  return out
 
 
 def serialize_row(row: list[pairs.Example], whole_words: bool = False,
                   masks: dict | None = None) -> bytes:
-  """One shard record: a row of one or more (packed) examples; with static masking
-  its masked ids and predictions (masking.mask_rows)."""
-  f = {**packing.concat(row), **(masks or {})}
-  names = ("input_ids", "segment_ids", "next_sentence_label", "example_lengths")
-  names += ("masked_positions", "masked_ids") if masks else ()
-  feature = {k: _feature(f[k]) for k in names}
-  if whole_words:
-    feature["word_start"] = _feature(f["word_start"])
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+  """One row's record (serialize_rows)."""
+  return serialize_rows([row], whole_words, [masks] if masks else None)[0]
+
+
+def serialize(ex: pairs.Example, whole_words: bool = False) -> bytes:
+  return serialize_row([ex], whole_words)
 
 
 def shard_paths(out_dir: str, num_shards: int) -> list[str]:
@@ -86,43 +170,6 @@ def write_records(records: Iterable[bytes], paths: list[str]) -> list[int]:
   for w in writers:
     w.close()
   return sizes
-
-
-def shuffle_to_shards(records: Iterable[bytes], out_dir: str, num_shards: int,
-                      seed: int) -> list[int]:
-  """Writes `records` to the shards in a uniformly random order (see the module
-  docstring); returns the shard sizes."""
-  rng = random.Random(f"shuffle/{seed}")
-  tf.io.gfile.makedirs(out_dir)
-  buckets = [os.path.join(out_dir, f"tmp-bucket-{i:05d}.tfrecord")
-             for i in range(num_shards)]
-  writers = [tf.io.TFRecordWriter(p) for p in buckets]
-  for record in records:
-    writers[rng.randrange(num_shards)].write(record)
-  for w in writers:
-    w.close()
-
-  def dealt():
-    for path in buckets:
-      bucket = [r for batch in tf.data.TFRecordDataset(path).batch(4096)
-                .as_numpy_iterator() for r in batch]
-      rng.shuffle(bucket)
-      yield from bucket
-      tf.io.gfile.remove(path)
-
-  return write_records(dealt(), shard_paths(out_dir, num_shards))
-
-
-def check_token_ids(files: list[str], vocab_size: int) -> None:
-  """InputError naming the first shard holding a token id >= vocab_size."""
-  for path in files:
-    ds = tf.data.TFRecordDataset(path).batch(1024).map(
-        lambda r: tf.reduce_max(tf.io.parse_example(
-            r, {"input_ids": tf.io.RaggedFeature(tf.int64)})["input_ids"]))
-    largest = max((int(m) for m in ds.as_numpy_iterator()), default=-1)
-    if largest >= vocab_size:
-      raise InputError(f"{path} holds token id {largest}, not below the vocabulary "
-                       f"size {vocab_size}: it was prepared with another tokenizer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,13 +215,12 @@ def process_chunk(index: int, docs: list[corpus.Document], s: ChunkSettings,
   (`tables`: words.piece_tables(tok))."""
   tokenized = tokenize(docs, tok, tables, s.whole_words)
   max_tokens = s.max_seq_length - (2 if s.objective == "none" else 3)
-  counts = collections.Counter(documents=len(docs))
-  for sentence in (t for d in tokenized for t in d):
-    counts["sentences"] += 1
-    counts["tokens"] += len(sentence)
-    counts["unk"] += sum(t in (tok.unk_id, ~tok.unk_id) for t in sentence)
-    counts["words"] += sum(t >= 0 for t in sentence)
-    counts["long_sentences"] += len(sentence) > max_tokens
+  flat, lengths = _flat(t for d in tokenized for t in d)
+  counts = collections.Counter(
+      documents=len(docs), sentences=len(lengths), tokens=len(flat),
+      unk=int(np.count_nonzero((flat == tok.unk_id) | (flat == ~tok.unk_id))),
+      words=int(np.count_nonzero(flat >= 0)),
+      long_sentences=sum(n > max_tokens for n in lengths))
   examples = pairs.create_examples(
       tokenized, s.max_seq_length, s.short_seq_prob, s.dupe_factor,
       f"{s.seed}/{index}", tok.special, s.objective)
@@ -208,23 +254,41 @@ def _worker_chunk(index, docs, settings):
 
 
 def _results(jobs, settings: ChunkSettings, tok: tokenizer.Tokenizer, workers: int):
-  """process_chunk over `jobs`, in order. With workers > 1, in forked processes
-  (they inherit the imported modules) that each load the tokenizer once; at most two
-  chunks a worker are in flight, so memory stays bounded."""
+  """(index, examples, counts) of process_chunk over `jobs`, in order. With
+  workers > 1, in forked processes (they inherit the imported modules) that each load
+  the tokenizer once; at most two chunks a worker are in flight, so memory stays
+  bounded."""
   if workers <= 1:
     tables = words.piece_tables(tok)
     for index, docs in jobs:
-      yield process_chunk(index, docs, settings, tok, tables)
+      yield index, *process_chunk(index, docs, settings, tok, tables)
     return
   with multiprocessing.get_context("fork").Pool(
       workers, initializer=_init_worker, initargs=(tok.files[0],)) as pool:
     pending = collections.deque()
     for index, docs in jobs:
-      pending.append(pool.apply_async(_worker_chunk, (index, docs, settings)))
+      pending.append((index, pool.apply_async(_worker_chunk, (index, docs, settings))))
       if len(pending) >= 2 * workers:
-        yield pending.popleft().get()
-    while pending:
-      yield pending.popleft().get()
+        index, result = pending.popleft()
+        yield index, *result.get()
+    for index, result in pending:
+      yield index, *result.get()
+
+
+def chunk_records(index: int, examples: list[pairs.Example], d, tok: tokenizer.Tokenizer,
+                  seed: int) -> list[bytes]:
+  """Chunk `index`'s examples packed into rows (data config `d`), with static masks
+  drawn from (seed, index), serialized."""
+  rows = packing.pack_rows(examples, d.max_seq_length, d.max_examples_per_row)
+  masks = None
+  if d.masking == "static":
+    joined = [packing.concat(r) for r in rows]
+    masks = masking.mask_rows(
+        [j["input_ids"] for j in joined], d.max_seq_length, (seed, index),
+        word_start=[j["word_start"] for j in joined] if d.whole_word_masking else None,
+        vocab_size=tok.vocab_size, mask_prob=d.mask_prob,
+        max_predictions=d.max_predictions_per_seq, special=tok.special)
+  return serialize_rows(rows, d.whole_word_masking, masks)
 
 
 def _sample(sentences: Iterable[str], n: int, seed: int) -> list[str]:
@@ -236,6 +300,91 @@ def _sample(sentences: Iterable[str], n: int, seed: int) -> list[str]:
     elif (j := rng.randrange(i + 1)) < n:
       sample[j] = s
   return sample
+
+
+class LocalStore:
+  """A key-value store within one Python process: the default for a prepare run
+  alone (and for processes simulated by threads). Same methods as the distributed
+  runtime's client."""
+
+  def __init__(self):
+    self._values = {}
+    self._changed = threading.Condition()
+
+  def key_value_set(self, key: str, value: str) -> None:
+    with self._changed:
+      self._values[key] = value
+      self._changed.notify_all()
+
+  def blocking_key_value_get(self, key: str, timeout_in_ms: int) -> str:
+    with self._changed:
+      if not self._changed.wait_for(lambda: key in self._values, timeout_in_ms / 1000):
+        raise TimeoutError(f"no {key} after {timeout_in_ms} ms")
+      return self._values[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """The processes preparing together: this one's index, their count, and the
+  key-value store they wait on."""
+  index: int = 0
+  count: int = 1
+  store: object = dataclasses.field(default_factory=LocalStore)
+
+
+def jax_job() -> Job:
+  """This process's place in its jax.distributed job (main.py starts one), or alone."""
+  state = jax_distributed.global_state
+  if state.client is None:
+    return Job()
+  return Job(state.process_id, state.num_processes, state.client)
+
+
+# How long a process waits for the others: process 0 alone reads the whole corpus for
+# the tokenizer's sample, and a corpus takes hours to tokenize.
+TIMEOUT_MS = 24 * 3600 * 1000
+# Where the processes of a prepare wait for each other, in order, and who reports
+# there: process 0 ("first": the tokenizer is ready, stats.json is written) or all.
+_STAGES = {"tokenizer": "first", "scattered": "all", "written": "all", "stats": "first"}
+_FAILED = "failed: "
+
+
+class Meetings:
+  """Named points, in order, where the processes of a job wait for each other's
+  reports on its key-value store. `stages`: name -> who reports there ("first":
+  process 0, "all"). Keys are taken once per job: a second run under the same
+  `prefix` finds them taken (an error, not a mix-up)."""
+
+  def __init__(self, job: Job, prefix: str = "bert_jax/prepare", stages=None):
+    self.job, self.prefix, self.stages = job, prefix, stages or _STAGES
+    self.reported = set()
+
+  def _who(self, stage: str) -> range:
+    return range(1 if self.stages[stage] == "first" else self.job.count)
+
+  def _report(self, stage: str, value: str) -> None:
+    self.reported.add(stage)
+    self.job.store.key_value_set(f"{self.prefix}/{stage}/{self.job.index}", value)
+
+  def meet(self, stage: str, value: str = "ok") -> list[str]:
+    """Reports `value` at `stage` (if this process reports there) and waits for
+    every report there; an InputError if a process reported a failure."""
+    if self.job.index in self._who(stage):
+      self._report(stage, value)
+    values = [self.job.store.blocking_key_value_get(f"{self.prefix}/{stage}/{i}",
+                                                    TIMEOUT_MS)
+              for i in self._who(stage)]
+    for i, v in enumerate(values):
+      if v.startswith(_FAILED):
+        raise InputError(f"process {i} could not prepare the data: {v[len(_FAILED):]}")
+    return values
+
+  def fail(self, error: BaseException) -> None:
+    """Reports `error` at every stage still ahead of this process, so that no other
+    waits for it in vain: a failure anywhere reaches every process."""
+    for stage in self.stages:
+      if self.job.index in self._who(stage) and stage not in self.reported:
+        self._report(stage, _FAILED + " ".join(str(error).split()))
 
 
 def _check_target(workdir: str, out_dir: str, overwrite: bool) -> None:
@@ -254,50 +403,66 @@ def _check_target(workdir: str, out_dir: str, overwrite: bool) -> None:
 
 
 def _remove_data(out_dir: str) -> None:
-  """A data directory's prepared files, stats.json (the mark of a complete one) first."""
-  for name in (STATS_FILE, "eval.tfrecord", "shard-*.tfrecord", "tmp-bucket-*.tfrecord"):
+  """A data directory's prepared files, stats.json (the mark of a complete one) first,
+  and what an interrupted prepare left."""
+  for name in (STATS_FILE, EVAL_FILE, "shard-*.tfrecord", "tmp-*"):
     for path in tf.io.gfile.glob(os.path.join(out_dir, name)):
       tf.io.gfile.remove(path)
 
 
-def run(config, workdir: str, overwrite: bool = False) -> dict:
-  """Prepares the data for `config`; returns the stats (also written to stats.json,
-  last: a directory without it is not prepared data). Nothing is left behind by a
-  failure: the files, directories and tokenizer it had made are removed again.
-  `overwrite` replaces data already prepared there, and the workdir's tokenizer
-  (unless it came from config.init_from)."""
-  validate.check(config, training=False)
+def run(config, workdir: str, overwrite: bool = False, job: Job | None = None) -> dict:
+  """Prepares the data for `config` with every process of `job` (default: jax_job());
+  returns the stats (also written to stats.json, by process 0 once all are done: a
+  directory without it is not prepared data). A failure on any process fails all,
+  with its cause; process 0 then removes the files, directories and tokenizer it had
+  made (a process still writing may leave a file: no run reads it without
+  stats.json, and the next prepare removes it). `overwrite` replaces data already
+  prepared there, and the workdir's tokenizer (unless it came from config.init_from).
+  All processes must see the same workdir (a shared file system)."""
+  job = job or jax_job()
+  meetings = Meetings(job)
   out_dir = data_dir(config, workdir)
-  _check_target(workdir, out_dir, overwrite)
-  if overwrite:
-    _remove_data(out_dir)
-    if not config.init_from and (old := tokenizer.find(workdir)):
-      epath.Path(old).unlink()
-  new_dirs = [p for p in (workdir, out_dir) if not epath.Path(p).exists()]
+  lead = job.index == 0
+  try:
+    validate.check(config, training=False)
+    if lead:
+      _check_target(workdir, out_dir, overwrite)
+  except BaseException as e:
+    meetings.fail(e)
+    raise
+  if lead and overwrite and not config.init_from and (old := tokenizer.find(workdir)):
+    epath.Path(old).unlink()
+  # What process 0 would remove again after a failure.
+  new_dirs = [p for p in (workdir, out_dir) if lead and not epath.Path(p).exists()]
   had_tokenizer = tokenizer.find(workdir) is not None
   try:
-    return _prepare(config, workdir, out_dir)
-  except BaseException:
-    _remove_data(out_dir)
-    if not had_tokenizer and (made := tokenizer.find(workdir)):
-      epath.Path(made).unlink()
-      epath.Path(made).parent.rmdir()
-    for path in reversed(new_dirs):
-      if epath.Path(path).exists():
-        epath.Path(path).rmtree()
+    return _prepare(config, workdir, out_dir, job, meetings)
+  except BaseException as e:
+    meetings.fail(e)
+    if lead:
+      _remove_data(out_dir)
+      if not had_tokenizer and (made := tokenizer.find(workdir)):
+        epath.Path(made).unlink()
+        epath.Path(made).parent.rmdir()
+      for path in reversed(new_dirs):
+        if epath.Path(path).exists():
+          epath.Path(path).rmtree()
     raise
 
 
-def _prepare(config, workdir: str, out_dir: str) -> dict:
+def _prepare(config, workdir: str, out_dir: str, job: Job, meetings: Meetings) -> dict:
   start = time.time()
   d = config.data
-  read_counts = corpus.ReadCounts()
+  lead = job.index == 0
 
   def documents(counts, segmented=False):
     return corpus.iter_documents(d.input, d.max_documents, counts, d.text_field,
                                  d.tfds_data_dir, words=segmented)
 
   def tokenizer_sample():
+    if not lead:
+      raise InputError(f"process {job.index} sees no tokenizer in {workdir} after "
+                       f"process 0 made it: the processes must share the workdir")
     counts = corpus.ReadCounts()
     sample = _sample((corpus.text(s) for doc in documents(counts) for s in doc),
                      d.tokenizer_sentences, config.train.seed)
@@ -307,47 +472,61 @@ def _prepare(config, workdir: str, out_dir: str) -> dict:
           if counts.skipped_files else ""))
     return sample
 
+  if lead:
+    _remove_data(out_dir)
+    tf.io.gfile.makedirs(out_dir)
+  else:
+    meetings.meet("tokenizer")
   tok = tokenizer.get_or_train(workdir, tokenizer_sample, config.model.vocab_size,
                                d.tokenizer_sentences, config.train.seed)
   if tok.pad_id != 0:
     raise ValueError(f"the tokenizer's [PAD] has id {tok.pad_id}; rows are padded with 0")
+  if lead:
+    meetings.meet("tokenizer")
   settings = ChunkSettings(d.max_seq_length, d.short_seq_prob, d.dupe_factor,
                            config.train.seed, d.objective, d.whole_word_masking)
-  counts = collections.Counter()
-  progress = tqdm.tqdm(unit="doc", desc="prepare", disable=None)
 
+  # Step 1: this process's chunks -> rows, scattered to buckets by their sort keys.
+  counts = collections.Counter()
+  read_counts = corpus.ReadCounts()
   docs = documents(read_counts, d.whole_word_masking)
   # The first documents are held out for evaluation, before any is trained on.
   held_out = list(itertools.islice(docs, d.eval_documents))
-
-  def records():
-    for index, (examples, chunk_counts) in enumerate(_results(
-        _jobs(docs, d.chunk_documents), settings, tok, d.prepare_workers)):
-      counts.update(chunk_counts)
-      counts["examples"] += len(examples)
-      counts["real_tokens"] += sum(len(e.input_ids) for e in examples)
-      counts["label_1"] += sum(e.next_sentence_label for e in examples)
-      progress.update(chunk_counts["documents"])
-      rows = packing.pack_rows(examples, d.max_seq_length, d.max_examples_per_row)
-      counts["rows"] += len(rows)
-      masks = [None] * len(rows)
-      if d.masking == "static":  # fixed now, per chunk: (seed, chunk) seeds the masks
-        joined = [packing.concat(r) for r in rows]
-        masks = masking.mask_rows(
-            [j["input_ids"] for j in joined], d.max_seq_length, (config.train.seed, index),
-            word_start=([j["word_start"] for j in joined]
-                        if d.whole_word_masking else None),
-            vocab_size=tok.vocab_size, mask_prob=d.mask_prob,
-            max_predictions=d.max_predictions_per_seq, special=tok.special)
-      yield from (serialize_row(r, d.whole_word_masking, m) for r, m in zip(rows, masks))
-
-  sizes = shuffle_to_shards(records(), out_dir, d.num_shards, config.train.seed)
+  mine = ((i, chunk) for i, chunk in _jobs(docs, d.chunk_documents)
+          if i % job.count == job.index)
+  scatter = shuffle.Scatter(out_dir, job.index)
+  progress = tqdm.tqdm(unit="doc", desc="prepare", disable=None)
+  for index, examples, chunk_counts in _results(mine, settings, tok, d.prepare_workers):
+    counts.update(chunk_counts)
+    counts["examples"] += len(examples)
+    counts["real_tokens"] += sum(len(e.input_ids) for e in examples)
+    counts["label_1"] += sum(e.next_sentence_label for e in examples)
+    records = chunk_records(index, examples, d, tok, config.train.seed)
+    counts["rows"] += len(records)
+    scatter.add([k + r for k, r in zip(
+        shuffle.keys(config.train.seed, index, len(records)), records)])
+    progress.update(chunk_counts["documents"])
   progress.close()
+  bucket_records, bucket_bytes = scatter.close()
+  reports = [json.loads(r) for r in meetings.meet("scattered", json.dumps(
+      {"counts": counts, "records": bucket_records, "bytes": bucket_bytes}))]
+  counts = sum((collections.Counter(r["counts"]) for r in reports), collections.Counter())
   if not counts["documents"]:
     raise InputError(f"no text found in {d.input or 'the embedded corpus'}")
   if counts["rows"] < d.num_shards:
     raise InputError(f"only {counts['rows']} rows for {d.num_shards} shards")
-  check_token_ids(shard_paths(out_dir, d.num_shards), tok.vocab_size)
+
+  # Step 2: this process's block of shards, from the buckets of every process.
+  bounds = shuffle.shard_bounds(counts["rows"], d.num_shards)
+  shuffle.write_shards(out_dir, shard_paths(out_dir, d.num_shards),
+                       shuffle.own_shards(d.num_shards, job.index, job.count), bounds,
+                       [r["records"] for r in reports], [r["bytes"] for r in reports],
+                       job.index)
+  meetings.meet("written")
+  if not lead:
+    return json.loads(meetings.meet("stats")[0])
+  for path in tf.io.gfile.glob(os.path.join(out_dir, "tmp-*")):
+    tf.io.gfile.remove(path)
   eval_examples = write_eval(held_out, out_dir, settings, tok, d.eval_examples)
 
   stats = {
@@ -377,7 +556,7 @@ def _prepare(config, workdir: str, out_dir: str) -> dict:
       "num_shards": d.num_shards,
       # Examples per shard: the input pipeline finds a resume position from them
       # without reading any data.
-      "shard_sizes": sizes,
+      "shard_sizes": [b - a for a, b in zip(bounds, bounds[1:])],
       # Held-out evaluation set (DATA_DIR/eval.tfrecord): its documents and examples.
       "eval_documents": len(held_out),
       "eval_examples": eval_examples,
@@ -389,6 +568,7 @@ def _prepare(config, workdir: str, out_dir: str) -> dict:
   }
   with tf.io.gfile.GFile(os.path.join(out_dir, STATS_FILE), "w") as f:
     json.dump(stats, f, indent=2)
+  meetings.meet("stats", json.dumps(stats))
   log.info("prepared %s: %s", out_dir, stats)
   return stats
 

@@ -10,59 +10,33 @@ import dataclasses
 import json
 import logging
 import os
+import time
 
 from etils import epath
 import jax
-import orbax.checkpoint as ocp
 
 from bert_jax.data import input_pipeline, prepare, tokenizer
 from bert_jax.errors import InputError
 from bert_jax.interop import pretrained
 from bert_jax.model import bert as model_lib
-from bert_jax.pretrain import (budget as budget_lib, evaluate, references, resume,
-                               step as pretrain_step)
-from bert_jax.runtime import (checkpoints, flops, nonfinite, optimizer, preemption,
-                              profiler, setup as setup_lib, state as state_lib, writers)
+from bert_jax.pretrain import (budget as budget_lib, diagnostics, evaluate, references,
+                               resume, step as pretrain_step)
+from bert_jax.runtime import (checkpoints, flops, liveness as liveness_lib, nonfinite,
+                              optimizer, preemption, profiler, setup as setup_lib,
+                              state as state_lib, writers)
 
 log = logging.getLogger(__name__)
 
 
-# How long the other processes wait for process 0's `prepare`: a corpus can take
-# hours. They wait on the distributed runtime's key-value store, never in a device
-# collective (gloo gives up after 30 s while process 0 is still tokenizing).
-PREPARE_TIMEOUT_S = 24 * 3600
-_PREPARED_KEY = "bert_jax/prepare"
-
-
-def _prepare_on_process_0(config, workdir: str) -> None:
-  """Process 0 prepares; the others wait for its outcome, which carries a failure
-  to every process as the same one-line error."""
-  if jax.process_count() == 1:
-    prepare.run(config, workdir)
-    return
-  client = ocp.multihost.get_jax_distributed_client()
-  if jax.process_index() == 0:
-    try:
-      prepare.run(config, workdir)
-    except BaseException as e:
-      client.key_value_set(_PREPARED_KEY, f"failed: {e}")
-      raise
-    client.key_value_set(_PREPARED_KEY, "ok")
-    return
-  outcome = client.blocking_key_value_get(_PREPARED_KEY, PREPARE_TIMEOUT_S * 1000)
-  if outcome != "ok":
-    raise InputError(f"process 0 could not prepare the data: {outcome}")
-
-
 def ensure_data(config, workdir: str) -> tuple[list[str], dict]:
-  """Prepared shard files and their stats, running `prepare` on process 0 first if
-  there are none."""
+  """Prepared shard files and their stats, running `prepare` (every process its share)
+  first if there are none."""
   data_dir = prepare.data_dir(config, workdir)
   stats_file = os.path.join(data_dir, prepare.STATS_FILE)
   if not epath.Path(stats_file).exists():
     if config.data.prepared_dir:
       raise InputError(f"data.prepared_dir={data_dir} holds no prepared data")
-    _prepare_on_process_0(config, workdir)
+    prepare.run(config, workdir)
   stats = json.loads(epath.Path(stats_file).read_text())
   prepared_len = stats["max_seq_length"]
   if prepared_len > config.data.max_seq_length:
@@ -184,12 +158,16 @@ def run(config, workdir: str) -> dict:
   num_steps = config.train.num_steps
   budget = budget_lib.Budget(config.train.time_budget, seconds,
                              config.train.global_batch_size // jax.process_count())
+  target, started = config.train.target_mlm_accuracy, time.perf_counter()
   position = lambda step, step_metrics: data_position(
       config, step - start + first_batch, budget.seconds(step_metrics))
+  liveness = liveness_lib.Liveness(config.train.liveness_timeout)
   try:
     with s.context():
       for step in range(start + 1, num_steps + 1):
         batch = budget.stamp(next(batches), s)
+        if step == start + 1 or step % config.train.log_every == 0:
+          liveness.check(step)  # before the step's collectives: names a hung process
         trace.before(step)
         state, step_metrics = s.step_fn(state, batch, rng)
         trace.after(step, step_metrics)
@@ -200,24 +178,39 @@ def run(config, workdir: str) -> dict:
         streak.add(step, step_metrics["skipped"])
         stopping = stop(step)
         saving = stopping or step % config.train.checkpoint_every == 0 or last
-        eval_metrics = None
+        eval_metrics, reached = None, False
         with budget.paused():  # evaluation and checkpoint waits are not training time
           # With keep_best_checkpoints every checkpoint is evaluated, to be ranked.
           if eval_set and (step % config.train.eval_every == 0 or last
                            or (saving and config.train.keep_best_checkpoints)):
             eval_metrics = eval_set(state.params)
             # When, in training time (for accuracy-against-time curves).
-            logger.write_eval(step, {**eval_metrics, "train_seconds": budget.now()})
-          if saving:
+            timing = {"train_seconds": budget.now()}
+            # The same replicated value on every process: all stop at this step.
+            reached = target > 0 and eval_metrics["eval_mlm_accuracy"] >= target
+            if reached:  # MLPerf's time to train counts evaluation too: both given
+              timing["wall_seconds_to_target"] = time.perf_counter() - started
+            logger.write_eval(step, {**eval_metrics, **timing})
+          if saving or reached:
             checkpoints.save(mngr, state, position(step, step_metrics),
                              metrics=eval_metrics,
-                             force=stopping)
+                             force=stopping or reached)
+        if reached:
+          log.info("reached train.target_mlm_accuracy=%s at step %d: eval_mlm_accuracy "
+                   "%.4f after %.0f s of training (%.0f s with evaluation)", target,
+                   step, eval_metrics["eval_mlm_accuracy"], timing["train_seconds"],
+                   timing["wall_seconds_to_target"])
+          break
         if stopping:
           log.warning("stopped at step %d (%s); checkpoint saved", step, stop.signal)
           break
         if last:
           break
       streak.finish()
+  except jax.errors.JaxRuntimeError as e:  # compiling or running the step
+    if (explained := diagnostics.explain(e, config, liveness)) is None:
+      raise
+    raise explained from e
   finally:
     stop.close()
     last = logger.close()

@@ -14,13 +14,15 @@ from bert_jax.runtime import checkpoints
 # Field names, or group prefixes ending in "." (the whole group).
 RESUMABLE = (
     # How long, and how often it logs, evaluates, saves and profiles.
-    "train.num_steps", "train.time_budget", "train.log_every", "train.eval_every",
+    "train.num_steps", "train.time_budget", "train.target_mlm_accuracy",
+    "train.log_every", "train.eval_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.keep_best_checkpoints",
-    "train.max_nonfinite_steps", "train.profile_steps",
+    "train.max_nonfinite_steps", "train.profile_steps", "train.liveness_timeout",
     # Where it runs: checkpoints restore onto another mesh.
     "mesh.",
-    # Compute only: the parameters and their tree stay the same.
-    "model.remat", "model.dtype",
+    # Compute only: the parameters and their tree stay the same (accumulation's
+    # update equals the unsplit one).
+    "model.remat", "model.dtype", "train.microbatches",
     # Preparation speed, and the evaluation set's reading (not the training data).
     "data.prepare_workers", "data.eval_examples", "data.eval_mask_prob",
     "data.eval_max_predictions",
@@ -62,5 +64,5 @@ def check(config, workdir: str, data_dir: str) -> None:
     raise InputError(
         f"{workdir} holds a run with {k}={old[k]!r}, this config says {new[k]!r}{more}; "
         f"a resume may change only how long it trains, how often it logs, evaluates "
-        f"and saves, the mesh, model.remat and model.dtype (BUILD.md § Resuming): use "
+        f"and saves, the mesh, model.remat, model.dtype and train.microbatches (BUILD.md § Resuming): use "
         f"a new --workdir for another run")

@@ -19,12 +19,28 @@ BATCH_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_positions
               "masked_ids", "masked_weights", "next_sentence_label")
 
 
-def losses(outputs, batch):
-  """Weighted MLM cross-entropy over masked positions and NSP cross-entropy."""
+def _nsp_weights(batch):
+  labels = batch["next_sentence_label"]
+  return batch.get("next_sentence_weight", jnp.ones(labels.shape, jnp.float32))
+
+
+def totals(batch) -> dict:
+  """What the losses' means divide by: the batch's masked positions and weighted
+  NSP/SOP labels (at least 1). Gradient accumulation computes them once for the
+  whole batch and hands them to every microbatch's `losses`."""
+  return {"masked": jnp.maximum(batch["masked_weights"].sum(), 1.0),
+          "nsp": jnp.maximum(_nsp_weights(batch).sum(), 1.0)}
+
+
+def losses(outputs, batch, totals_: dict | None = None):
+  """Weighted MLM cross-entropy over masked positions and NSP cross-entropy, each
+  a sum over the batch divided by `totals_` (default: totals(batch)), as are the
+  accuracies."""
+  totals_ = totals(batch) if totals_ is None else totals_
   weights = batch["masked_weights"]
   mlm_xent = optax.softmax_cross_entropy_with_integer_labels(
       outputs["mlm_logits"], batch["masked_ids"])
-  num_masked = jnp.maximum(weights.sum(), 1.0)
+  num_masked = totals_["masked"]
   mlm_loss = (mlm_xent * weights).sum() / num_masked
   # Correct where the label's logit is the largest: argmax over the vocabulary is a
   # slow two-operand reduce on CPU, and the max is the one the softmax takes anyway.
@@ -34,8 +50,8 @@ def losses(outputs, batch):
   # One NSP/SOP label per example ([B], or [B, K] for packed rows), weighted: 0 for
   # a row's missing examples and for data without a sentence task.
   labels = batch["next_sentence_label"]
-  nsp_weights = batch.get("next_sentence_weight", jnp.ones(labels.shape, jnp.float32))
-  num_nsp = jnp.maximum(nsp_weights.sum(), 1.0)
+  nsp_weights = _nsp_weights(batch)
+  num_nsp = totals_["nsp"]
   nsp_loss = (optax.softmax_cross_entropy_with_integer_labels(
       outputs["nsp_logits"], labels) * nsp_weights).sum() / num_nsp
   nsp_correct = (outputs["nsp_logits"].argmax(-1) == labels) * nsp_weights
@@ -82,9 +98,9 @@ def abstract_batch(global_batch: int, seq_len: int, predictions: int,
   return batch
 
 
-def loss(params, batch, rng, *, model: nn.Module):
-  """The runtime's loss_fn for pretraining."""
-  return losses(apply_model(model, params, batch, rng), batch)
+def loss(params, batch, rng, totals=None, *, model: nn.Module):
+  """The runtime's loss_fn for pretraining (its totals_fn: `totals`)."""
+  return losses(apply_model(model, params, batch, rng), batch, totals)
 
 
 def setup(config) -> setup_lib.Setup:
@@ -98,6 +114,7 @@ def setup(config) -> setup_lib.Setup:
       config.mesh, model, tx, lr_fn, functools.partial(loss, model=model),
       seq_len=d.max_seq_length,
       batch_sizes={"train.global_batch_size": config.train.global_batch_size},
+      microbatches=config.train.microbatches, totals_fn=totals,
       batch_spec=lambda sharding: abstract_batch(
           config.train.global_batch_size, d.max_seq_length, d.max_predictions_per_seq,
           sharding, d.max_examples_per_row, timed=config.train.time_budget > 0))

@@ -93,18 +93,23 @@ def check_batch(size: int, name: str, mesh) -> None:
 def build(mesh_config, model: nn.Module, tx: optax.GradientTransformation,
           lr_fn: optax.Schedule, loss_fn: step_lib.LossFn, *, seq_len: int,
           batch_sizes: dict[str, int],
-          batch_spec: Callable[[jax.sharding.NamedSharding], dict] | None = None
+          batch_spec: Callable[[jax.sharding.NamedSharding], dict] | None = None,
+          microbatches: int = 1, totals_fn: step_lib.TotalsFn | None = None
           ) -> Setup:
   """The Setup of one run. `batch_sizes` (config name -> global rows) are checked
-  against the mesh; `batch_spec(batch_sharding)` gives the abstract batch."""
+  against the mesh; `batch_spec(batch_sharding)` gives the abstract batch. With
+  `microbatches` > 1 the step accumulates gradients (runtime/step.py; the loss's
+  `totals_fn` is then required)."""
   mesh = sharding.make_mesh(mesh_config.shape)
   for name, size in batch_sizes.items():
     check_batch(size, name, mesh)
+    if microbatches > 1:
+      check_batch(size // microbatches, f"{name} / train.microbatches", mesh)
   rules = tuple(tuple(r) for r in mesh_config.rules)
   abstract, shardings = state_lib.abstract_state(model, tx, mesh, rules, seq_len)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   step_fn = step_lib.jit_train_step(loss_fn, tx, lr_fn, shardings, batch_sharding,
-                                    sharding.replicated(mesh))
+                                    sharding.replicated(mesh), microbatches, totals_fn)
   return Setup(mesh, rules, model, tx, lr_fn, seq_len, abstract, shardings,
                batch_sharding, batch_spec(batch_sharding) if batch_spec else None,
                step_fn)

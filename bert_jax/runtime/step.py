@@ -1,34 +1,84 @@
-"""The one train-step skeleton: loss -> gradients -> global norm -> non-finite skip ->
-update. Pretraining, fine-tuning (and later distillation) bring only their loss."""
+"""The one train-step skeleton: loss -> gradients (accumulated over microbatches) ->
+global norm -> non-finite skip -> update. Pretraining, fine-tuning (and later
+distillation) bring only their loss."""
 
 import functools
 from typing import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from bert_jax.model import dropout
 from bert_jax.runtime import optimizer
 from bert_jax.runtime.state import TrainState
 
-# loss_fn(params, batch, rng) -> (loss, metrics); dropout is on when rng is not None.
+# loss_fn(params, batch, rng[, totals]) -> (loss, metrics); dropout is on when rng
+# is not None. With a TotalsFn, the step passes `totals` = totals_fn(global batch)
+# (the counts its means divide by, e.g. masked positions), and the loss and every
+# metric must be sums over the batch's rows divided by those totals: then the values
+# of the microbatches add up to the whole batch's.
 LossFn = Callable
+TotalsFn = Callable
 # Batch entry [B] of a run with a time budget: every process fills its rows with its
 # training seconds so far; row 0's (process 0's clock) drives the schedule, the same
 # on every process, with no host synchronisation.
 TRAIN_SECONDS = "train_seconds"
 
 
+def split_microbatches(tree, k: int):
+  """[B, ...] leaves -> [k, B/k, ...]: microbatch j holds rows j, j+k, j+2k, ... so
+  that, with the batch split over devices in blocks of rows, every device keeps
+  its own rows in every microbatch (no data moves)."""
+  def split(x):
+    x = x.reshape(-1, k, *x.shape[1:]).swapaxes(0, 1)
+    # Said, not left to propagation: the rows of a microbatch stay split like the
+    # batch's (a no-op without logical-axis rules).
+    return nn.with_logical_constraint(x, (None, "batch") + (None,) * (x.ndim - 2))
+  return jax.tree.map(split, tree)
+
+
+def gradients(params, batch, rng, loss_fn: LossFn, totals_fn: TotalsFn | None,
+               microbatches: int):
+  """((loss, metrics), grads) of the global batch, the microbatches' summed in f32
+  by a lax.scan that holds one microbatch's activations at a time."""
+  totals = {} if totals_fn is None else {"totals": totals_fn(batch)}
+  grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, rng, **totals), has_aux=True)
+  if microbatches == 1:
+    return grad_fn(params, batch)
+  rows = jax.lax.iota(jnp.uint32, jax.tree.leaves(batch)[0].shape[0])
+
+  def add(acc, xs):
+    micro, micro_rows = xs
+    with dropout.global_rows(micro_rows):  # the masks of these rows, as unsplit
+      out = grad_fn(params, micro)
+    return jax.tree.map(lambda a, o: a + o.astype(a.dtype), acc, out), None
+
+  zeros = jax.tree.map(
+      lambda x: jnp.zeros(x.shape, jnp.promote_types(x.dtype, jnp.float32)),
+      jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], split_microbatches(
+          batch, microbatches))))
+  out, _ = jax.lax.scan(add, zeros, split_microbatches((batch, rows), microbatches))
+  return out
+
+
 def train_step(state: TrainState, batch, rng, *, loss_fn: LossFn,
-               tx: optax.GradientTransformation, lr_fn: optax.Schedule):
-  """One update. A non-finite loss or gradient leaves params and optimizer state as
-  they were (the step counter still advances) and is reported as `skipped`."""
+               tx: optax.GradientTransformation, lr_fn: optax.Schedule,
+               microbatches: int = 1, totals_fn: TotalsFn | None = None):
+  """One update from the gradient of the whole batch, summed over `microbatches`
+  (one clip and one optimizer update either way). A non-finite loss or gradient
+  leaves params and optimizer state as they were (the step counter still
+  advances) and is reported as `skipped`."""
+  if microbatches > 1 and totals_fn is None:
+    raise ValueError("gradient accumulation needs the loss's totals_fn")
   rng = jax.random.fold_in(rng, state.step)
-  (loss, metrics), grads = jax.value_and_grad(
-      lambda params: loss_fn(params, batch, rng), has_aux=True)(state.params)
+  clock = {} if TRAIN_SECONDS not in batch else {TRAIN_SECONDS: batch[TRAIN_SECONDS][0]}
+  inputs = {k: v for k, v in batch.items() if k != TRAIN_SECONDS}
+  (loss, metrics), grads = gradients(state.params, inputs, rng, loss_fn, totals_fn,
+                                      microbatches)
   grad_norm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-  clock = {} if TRAIN_SECONDS not in batch else {TRAIN_SECONDS: batch[TRAIN_SECONDS][0]}
   params, opt_state = optimizer.update_if(ok, tx, grads, state.opt_state, state.params,
                                           grad_norm, **clock)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
@@ -39,10 +89,11 @@ def train_step(state: TrainState, batch, rng, *, loss_fn: LossFn,
 
 
 def jit_train_step(loss_fn: LossFn, tx, lr_fn, state_shardings, batch_sharding,
-                   replicated):
+                   replicated, microbatches: int = 1, totals_fn: TotalsFn | None = None):
   """train_step jitted with explicit shardings and the state donated."""
   return jax.jit(
-      functools.partial(train_step, loss_fn=loss_fn, tx=tx, lr_fn=lr_fn),
+      functools.partial(train_step, loss_fn=loss_fn, tx=tx, lr_fn=lr_fn,
+                        microbatches=microbatches, totals_fn=totals_fn),
       in_shardings=(state_shardings, batch_sharding, replicated),
       out_shardings=(state_shardings, replicated),
       donate_argnums=0)

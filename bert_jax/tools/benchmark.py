@@ -119,6 +119,7 @@ def run(config, steps: int = 10, warmup: int = 2, workdir: str | None = None) ->
       "what": "step",
       "size": config.model.size,
       "global_batch_size": batch,
+      "microbatches": config.train.microbatches,
       "seq_len": seq_len,
       "dtype": config.model.dtype,
       "remat": config.model.remat,

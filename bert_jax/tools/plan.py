@@ -47,6 +47,8 @@ def run(config, hbm_gib: float = 0.0) -> dict:
       "size": config.model.size,
       "mesh": dict(mesh.shape),
       "global_batch_size": batch,
+      # Gradient accumulation: temporaries hold one microbatch's activations.
+      "microbatches": config.train.microbatches,
       "seq_len": seq,
       "dtype": config.model.dtype,
       "num_params": model_lib.count_params(abstract.params),
@@ -76,7 +78,7 @@ def run(config, hbm_gib: float = 0.0) -> dict:
 def summary(plan: dict) -> str:
   g = lambda key: plan[key] / GIB
   line = (f"plan {plan['size']} mesh {plan['mesh']} batch {plan['global_batch_size']} "
-          f"seq {plan['seq_len']}: per device params {g('params_bytes_per_device'):.3f} GiB, "
+          f"seq {plan['seq_len']} microbatches {plan['microbatches']}: per device params {g('params_bytes_per_device'):.3f} GiB, "
           f"optimizer {g('opt_state_bytes_per_device'):.3f} GiB, "
           f"temporaries {g('temp_bytes_per_device'):.3f} GiB, "
           f"peak {g('peak_bytes_per_device'):.3f} GiB")

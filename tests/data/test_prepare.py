@@ -1,5 +1,7 @@
+import concurrent.futures
 import json
 import os
+import pathlib
 import random
 
 import pytest
@@ -8,6 +10,7 @@ import tensorflow as tf
 from bert_jax.data import corpus
 from bert_jax.data import pairs
 from bert_jax.data import prepare
+from bert_jax.data import shuffle
 from bert_jax.data import tokenizer
 from bert_jax.data import words
 from bert_jax.errors import InputError
@@ -253,15 +256,88 @@ def test_whole_word_shards_and_worker_count_do_not_change_output(tmp_path, tiny_
       pos += len(w)
 
 
-def test_token_id_beyond_the_vocabulary_names_the_shard(tmp_path):
-  files = helpers.write_shards([pairs.pair_example([5, 6], [7, 900], 0, tokenizer.SENTENCEPIECE_IDS),
-                                pairs.pair_example([5], [6], 0, tokenizer.SENTENCEPIECE_IDS)],
-                               str(tmp_path), 2)
-  prepare.check_token_ids(files, 901)
-  with pytest.raises(InputError, match="shard-00000-of-00002.tfrecord holds token id 900"):
-    prepare.check_token_ids(files, 900)
-
-
 def test_unknown_objective_is_an_error(tmp_path, tiny_config):
   with pytest.raises(InputError, match="data.objective='mlm'"):
     prepare.run(_config(tiny_config, objective="mlm"), str(tmp_path))
+
+
+def test_rows_serialize_as_the_protos_they_encode():
+  rng = random.Random(0)
+  rows = [[pairs.pair_example([rng.randrange(1 << rng.randint(1, 40)) for _ in range(n)],
+                              [rng.randrange(9000)], rng.randint(0, 1),
+                              tokenizer.SENTENCEPIECE_IDS) for n in (1, 30)[:k]]
+          for k in (1, 2, 1, 2)]
+  masks = [{"input_ids": [7] * sum(len(e.input_ids) for e in row),
+            "masked_positions": list(range(k)), "masked_ids": [9000 + k] * k}
+           for k, row in enumerate(rows)]  # the first row has no prediction
+  for whole_words in (False, True):
+    for row_masks in (None, masks):
+      got = prepare.serialize_rows(rows, whole_words, row_masks)
+      for row, record, m in zip(rows, got, row_masks or [{}] * len(rows)):
+        values = {"input_ids": [t for e in row for t in e.input_ids],
+                  "segment_ids": [t for e in row for t in e.segment_ids],
+                  "next_sentence_label": [e.next_sentence_label for e in row],
+                  "example_lengths": [len(e.input_ids) for e in row], **m}
+        if whole_words:
+          values["word_start"] = [t for e in row for t in e.word_start]
+        want = tf.train.Example(features=tf.train.Features(feature={
+            k: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+            for k, v in values.items()}))
+        assert tf.train.Example.FromString(record) == want
+
+
+def _prepare_by(processes: int, config, workdir, **patches) -> list:
+  """prepare.run as `processes` processes of one job (threads on one key-value
+  store); each one's stats, or the exception it raised."""
+  store = prepare.LocalStore()
+  with concurrent.futures.ThreadPoolExecutor(processes) as pool:
+    runs = [pool.submit(prepare.run, config, str(workdir),
+                        job=prepare.Job(i, processes, store)) for i in range(processes)]
+    return [r.exception() or r.result() for r in runs]
+
+
+def _outputs(workdir) -> dict:
+  """Every file of a prepare, stats.json without its timing."""
+  out = {p.relative_to(workdir): p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+  stats = json.loads(out.pop(pathlib.Path("data", prepare.STATS_FILE)))
+  return {**out, "stats": {k: v for k, v in stats.items() if k != "seconds"}}
+
+
+def test_two_processes_prepare_what_one_does(tmp_path, tiny_config, monkeypatch):
+  config = _config(tiny_config, max_documents=60, eval_documents=5, num_shards=4,
+                   chunk_documents=7, masking="static")
+  one = _prepare_by(1, config, tmp_path / "one")
+  # Two processes, and buckets small enough to be split before they are sorted.
+  monkeypatch.setattr(shuffle, "SORT_BYTES", 1000)
+  two = _prepare_by(2, config, tmp_path / "two")
+  sizes = one[0]["shard_sizes"]
+  assert sum(sizes) == one[0]["rows"] and max(sizes) - min(sizes) <= 1
+  assert two[0] == two[1] and two[0]["documents"] == 60 - 5
+  assert _outputs(tmp_path / "one") == _outputs(tmp_path / "two")
+  assert not list((tmp_path / "two" / "data").glob("tmp-*"))
+
+
+def test_a_failure_on_one_process_fails_all_and_a_rerun_succeeds(tmp_path, tiny_config,
+                                                                 monkeypatch):
+  config = _config(tiny_config, max_documents=30, num_shards=2, chunk_documents=5)
+  records = prepare.chunk_records
+
+  def broken(index, *args):
+    if index == 1:  # process 1's first chunk
+      raise InputError("disk full")
+    return records(index, *args)
+  monkeypatch.setattr(prepare, "chunk_records", broken)
+  failed = _prepare_by(2, config, tmp_path)
+  assert "disk full" in str(failed[1])
+  assert str(failed[0]) == "process 1 could not prepare the data: disk full"
+  assert not (tmp_path / "data" / prepare.STATS_FILE).exists()
+
+  # A prepare killed midway leaves files behind: the next one starts clean.
+  monkeypatch.setattr(prepare, "chunk_records", records)
+  (tmp_path / "data").mkdir(exist_ok=True)
+  for stale in ("tmp-bucket-007-00003", "shard-00000-of-00005.tfrecord"):
+    (tmp_path / "data" / stale).write_bytes(b"stale")
+  stats = prepare.run(config, str(tmp_path))
+  assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+      "shard-00000-of-00002.tfrecord", "shard-00001-of-00002.tfrecord", prepare.STATS_FILE]
+  assert sum(stats["shard_sizes"]) == stats["rows"]

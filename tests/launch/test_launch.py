@@ -11,6 +11,7 @@ import os
 import pathlib
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -182,16 +183,18 @@ def test_run_relaunch_dry_run_prints_one_iteration():
           "--spot", "--repo", "https://github.com/me/bert_jax.git", "--dry-run")
   assert r.returncode == 0, r.stderr
   cmds = commands(r.stdout)
-  assert len(cmds) == 7
+  assert len(cmds) == 8
   assert "nohup bert-jax pretrain --distributed" in _start_command(cmds[0])
   assert cmds[1] == TPU_VM + ["describe", NAME, f"--zone={ZONE}", "--format=value(state)"]
   assert cmds[2][:8] == TPU_VM + ["ssh", NAME, f"--zone={ZONE}", "--worker=0"]
   assert "~/bert_jax.exit" in cmds[2][-1]
-  assert cmds[3] == TPU_VM + ["delete", NAME, f"--zone={ZONE}", "--quiet"]
-  assert cmds[4] == TPU_VM + ["create", NAME, f"--zone={ZONE}", "--accelerator-type=v4-32",
+  assert cmds[3][:8] == TPU_VM + ["ssh", NAME, f"--zone={ZONE}", "--worker=all"]
+  assert "hostname" in cmds[3][-1]  # the report: which worker failed
+  assert cmds[4] == TPU_VM + ["delete", NAME, f"--zone={ZONE}", "--quiet"]
+  assert cmds[5] == TPU_VM + ["create", NAME, f"--zone={ZONE}", "--accelerator-type=v4-32",
                               "--version=tpu-ubuntu2204-base", "--spot"]
-  assert "pip install" in _start_command(cmds[5])
-  assert cmds[6] == cmds[0]
+  assert "pip install" in _start_command(cmds[6])
+  assert cmds[7] == cmds[0]
   assert sum(line.startswith("#") for line in r.stdout.splitlines()) == 1
 
 
@@ -200,9 +203,9 @@ def test_run_relaunch_queued_waits_for_active():
           "--queued", "--repo", "git+https://x/y.git", "--dry-run")
   assert r.returncode == 0, r.stderr
   cmds = commands(r.stdout)
-  assert cmds[3] == QUEUED + ["delete", NAME, f"--zone={ZONE}", "--force", "--quiet"]
-  assert cmds[4][:5] == QUEUED + ["create"]
-  assert cmds[5] == QUEUED + ["describe", NAME, f"--zone={ZONE}", "--format=value(state.state)"]
+  assert cmds[4] == QUEUED + ["delete", NAME, f"--zone={ZONE}", "--force", "--quiet"]
+  assert cmds[5][:5] == QUEUED + ["create"]
+  assert cmds[6] == QUEUED + ["describe", NAME, f"--zone={ZONE}", "--format=value(state.state)"]
 
 
 @pytest.mark.parametrize("repo,spec", [
@@ -310,6 +313,7 @@ def test_remote_start_command_runs_the_job_detached_and_records_its_exit(tmp_pat
   probe = commands(r.stdout)[2][-1]
   assert probe.count(pattern) == 1
   probe = probe.replace(pattern, ours)
+  report = commands(r.stdout)[3][-1].replace(pattern, ours)
   env = _env(HOME=str(home), PYTHONPATH=str(tmp_path / "site"))
   log, exit_file = home / "bert_jax.log", home / "bert_jax.exit"
   try:
@@ -331,6 +335,10 @@ def test_remote_start_command_runs_the_job_detached_and_records_its_exit(tmp_pat
   time.sleep(0.1)
   assert exit_file.read_text() == "3\n"
   assert _run(["bash", "-c", probe], env=env).stdout == "3\n"
+  with open(log, "a") as f:
+    f.write("error: process 1: out of device memory\n")
+  assert _run(["bash", "-c", report], env=env).stdout == (
+      f"{socket.gethostname()}: exit 3; error: process 1: out of device memory\n")
   exit_file.unlink()
   assert _run(["bash", "-c", probe], env=env).stdout == "gone\n"
 
@@ -358,6 +366,9 @@ FAKE_GCLOUD = """
       print(state)
     elif args[3] == "ssh" and "--worker=0" in args:
       print(pop("checks"))
+    elif args[3] == "ssh" and "hostname" in args[-1]:  # the per-worker report
+      print("t1v-n-1-w-0: exit 1; error: process 0: the train step failed")
+      print("t1v-n-1-w-1: exit 1; error: process 1: out of device memory")
     """
 
 
@@ -377,6 +388,7 @@ def _relaunch(tmp_path, states, checks, *extra):
     if c[3] == "ssh":
       remote = c[-1]
       kinds.append("check" if "--worker=0" in c else
+                   "report" if "hostname" in remote else
                    "setup" if "pip install" in remote else
                    "start" if "nohup bert-jax pretrain" in remote else remote)
     else:
@@ -396,11 +408,13 @@ def test_relaunch_recreates_after_preemption_and_reruns_after_a_crash(tmp_path):
       "describe", "delete", "create", "setup", "start",     # PREEMPTED: a new VM
       "describe",                                           # CREATING: wait
       "describe", "check",                                  # exit 1: run it again
+      "report",                                             # after naming the hosts
       "start",
       "describe", "check",                                  # running
       "describe", "check",                                  # exit 0: done
   ]
   assert "job finished" in r.stderr
+  assert "  t1v-n-1-w-1: exit 1; error: process 1: out of device memory" in r.stderr
 
 
 def test_relaunch_recreates_a_vanished_vm_after_three_misses(tmp_path):
@@ -486,7 +500,7 @@ def test_slurm_outer_dry_run_prints_srun():
   r = _run(["bash", SLURM, *USER_ARGS], env=_env(DRY_RUN="1"))
   assert r.returncode == 0, r.stderr
   assert commands(r.stdout) == [
-      ["srun", "--kill-on-bad-exit=1", "--export=ALL,BERT_JAX_TASK=1", "bash", str(SLURM),
+      ["srun", "--kill-on-bad-exit=1", "--label", "--export=ALL,BERT_JAX_TASK=1", "bash", str(SLURM),
        *USER_ARGS]]
 
 
@@ -506,7 +520,7 @@ def test_slurm_outer_uses_the_submitted_script_path(tmp_path):
              PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
   r = _run(["bash", spool, *USER_ARGS], env=env)
   assert r.returncode == 0, r.stderr
-  assert commands(r.stdout)[0][4] == str(SLURM)
+  assert commands(r.stdout)[0][5] == str(SLURM)
 
 
 def test_slurm_outer_needs_args_and_a_job():

@@ -85,3 +85,21 @@ def test_training_stops_at_the_budget_and_a_resume_continues_the_schedule(
   t, budget = resumed[0]["train_seconds"], 2 * saved + 4.0
   assert resumed[0]["learning_rate"] == pytest.approx(peak * (1 - t / budget), rel=1e-5)
   assert resumed[-1]["learning_rate"] == 0.0
+
+
+def test_training_stops_at_the_target_accuracy_and_logs_the_time_to_it(
+    tiny_config, tiny_data_dir, tmp_path):
+  config = _config(tiny_config, tiny_data_dir, 0.0)
+  # Reached once the model predicts the most frequent tokens: a few dozen steps.
+  config.train.update(num_steps=400, eval_every=2, target_mlm_accuracy=0.03)
+  config.data.eval_examples = 64
+  pretrain.run(config, str(tmp_path))
+  with open(tmp_path / "metrics.jsonl") as f:
+    evals = [r for r in map(json.loads, f) if "eval_mlm_accuracy" in r]
+  assert len(evals) >= 2 and all(r["eval_mlm_accuracy"] < 0.03 for r in evals[:-1])
+  last = evals[-1]
+  assert last["eval_mlm_accuracy"] >= 0.03 and last["step"] < 400
+  assert last["wall_seconds_to_target"] >= last["train_seconds"] > 0
+  mngr = checkpoints.manager(str(tmp_path), async_save=False)
+  assert mngr.latest_step() == last["step"]  # saved where it stopped
+  mngr.close()

@@ -63,13 +63,19 @@ def test_two_processes_match_one_process(tmp_path, tiny_config):
 
   # The reference in this process: the CLI's multi-process path is what is tested.
   pretrain.run(_config(tiny_config, data_dir), str(one))
-  # The two processes prepare their fresh workdir themselves (process 0 tokenizes,
-  # process 1 waits on the key-value store), into the same shards as `prep`.
+  # The two processes prepare their fresh workdir themselves, each its share of the
+  # chunks (process 0 trains the tokenizer while process 1 waits on the key-value
+  # store): byte for byte what one process prepared in `prep`, but the timing.
   flags = [f for f in _flags(two, data_dir) if "prepared_dir" not in f]
   _run(["bash", f"{REPO}/launch/local_multiprocess.sh", "2", "pretrain", *flags,
         "--config.data.max_documents=300"], 4, DEVICES_PER_PROCESS="4",
        LOG_DIR=str(tmp_path), BERT_JAX=f"{sys.executable} -m bert_jax")
-  assert (two / "data" / "stats.json").exists()
+  prepared = {p: [(q / p).read_bytes() for q in (tmp_path / "prep", two)]
+              for p in ["tokenizer/spm.model"] + [f"data/{n}" for n in os.listdir(data_dir)]}
+  stats = [{k: v for k, v in json.loads(s).items() if k != "seconds"}
+           for s in prepared.pop(f"data/{prepare.STATS_FILE}")]
+  assert stats[0] == stats[1]
+  assert [p for p, (a, b) in prepared.items() if a != b] == []
 
   losses_one, losses_two = _losses(one), _losses(two)
   assert sorted(losses_one) == sorted(losses_two) == list(range(1, STEPS + 1))

@@ -20,3 +20,33 @@ def test_plan_base_fsdp8_splits_params_and_optimizer():
   # 0.5 GiB per device is not enough for base at this batch: flagged.
   assert result["fits"] is False
   assert "DOES NOT FIT" in plan.summary(result)
+
+
+def test_plan_shows_activation_memory_falling_with_microbatches():
+  config = pretrain.get_config("tiny")
+  config.train.global_batch_size = 256
+  temps = []
+  for k in (1, 4):
+    config.train.microbatches = k
+    result = plan.run(config)
+    assert result["microbatches"] == k
+    temps.append(result["temp_bytes_per_device"])
+  # Temporaries are mostly activations (tiny's state is small): a quarter of the
+  # rows at a time needs well under half the memory.
+  assert temps[1] < 0.5 * temps[0], temps
+
+
+@pytest.mark.parametrize("name", [n for n in pretrain.PRESETS if n != "demo"])
+def test_every_reference_recipe_loads_and_plans(name):
+  """The preset's data, batch, optimizer and accumulation build the step that
+  `plan` compiles; its model is cut to 1 narrow layer here (BUILD.md has the real
+  plans: compiling BERT-large takes a minute on CPU)."""
+  config = pretrain.get_config(name)
+  assert config.model.size in ("base", "large")
+  config.model.update(num_layers=1, hidden_size=64, num_heads=1, intermediate_size=128,
+                      vocab_size=1024)
+  config.train.microbatches = config.train.global_batch_size // 8  # a row per device
+  result = plan.run(config)
+  assert result["global_batch_size"] == pretrain.get_config(name).train.global_batch_size
+  assert result["seq_len"] == config.data.max_seq_length
+  assert result["peak_bytes_per_device"] > result["params_bytes_per_device"] > 0

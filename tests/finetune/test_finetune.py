@@ -130,7 +130,9 @@ def test_squad_v2_with_doc_stride_learns_spans_and_no_answer(pretrained, tmp_pat
   test = st.write_json(tmp_path / "test.json", st.squad_data(128, 2, v2=True))
   config = _config("qa", pretrained, train, test, max_seq_length=40, doc_stride=16,
                    max_answer_length=4, version_2_with_negative=True)
-  config.train.epochs = 12
+  # 20 epochs: the decay then leaves the rate high long enough that every seed tried
+  # (0, 1, 2) passes 99 % by epoch 14; with 12, seed 0 ends at 65 %.
+  config.train.epochs = 20
   results = finetune.run(config, str(tmp_path / "run"))
   best = results["best"]
   assert best["exact_match"] >= 95 and best["f1"] >= 95, results["epochs"]

@@ -239,13 +239,13 @@ def test_workdir_bad_input(tmp_path, tiny_config, data_dir, monkeypatch):
 
 @pytest.mark.slow
 def test_kill_9_soak(tmp_path):
-  """Two kills here; the long soak is `benchmarks/soak.py --kills 5`."""
+  """One kill here (the suite's time); the long soak is `benchmarks/soak.py --kills 5`."""
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   result = subprocess.run(
       [sys.executable, f"{REPO}/benchmarks/soak.py", f"--workdir={tmp_path}",
-       "--kills=2", "--steps=16", "--seed=1"],
+       "--kills=1", "--steps=16", "--seed=1"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert result.returncode == 0, (report, result.stderr[-3000:])
-  assert report["kills"] == 2 and report["corrupt_checkpoints_seen"] == 0
+  assert report["kills"] == 1 and report["corrupt_checkpoints_seen"] == 0
   assert report["final_params_bitwise_equal"]

@@ -1,5 +1,6 @@
 import pytest
 
+from bert_jax.pretrain import step as pretrain_step
 from bert_jax.tools import plan
 from bert_jax.configs import pretrain
 
@@ -37,16 +38,24 @@ def test_plan_shows_activation_memory_falling_with_microbatches():
 
 
 @pytest.mark.parametrize("name", [n for n in pretrain.PRESETS if n != "demo"])
-def test_every_reference_recipe_loads_and_plans(name):
-  """The preset's data, batch, optimizer and accumulation build the step that
-  `plan` compiles; its model is cut to 1 narrow layer here (BUILD.md has the real
-  plans: compiling BERT-large takes a minute on CPU)."""
+def test_every_reference_recipe_loads_and_builds_its_step(name):
+  """The preset's data, batch, optimizer and accumulation build the step `pretrain`
+  and `plan` use (abstract state and shardings; BUILD.md has the real plans)."""
   config = pretrain.get_config(name)
   assert config.model.size in ("base", "large")
+  config.train.microbatches = config.train.global_batch_size // 8  # a row per device
+  s = pretrain_step.setup(config)
+  assert s.abstract_batch["input_ids"].shape == (config.train.global_batch_size,
+                                                 config.data.max_seq_length)
+
+
+def test_plan_runs_on_the_mlperf_recipe():
+  """`plan` compiles the preset's step: its model cut to 1 narrow layer here
+  (compiling BERT-large takes a minute on CPU)."""
+  config = pretrain.get_config("mlperf")
   config.model.update(num_layers=1, hidden_size=64, num_heads=1, intermediate_size=128,
                       vocab_size=1024)
-  config.train.microbatches = config.train.global_batch_size // 8  # a row per device
+  config.train.microbatches = 32
   result = plan.run(config)
-  assert result["global_batch_size"] == pretrain.get_config(name).train.global_batch_size
-  assert result["seq_len"] == config.data.max_seq_length
+  assert (result["global_batch_size"], result["seq_len"]) == (256, 512)
   assert result["peak_bytes_per_device"] > result["params_bytes_per_device"] > 0

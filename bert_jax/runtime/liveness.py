@@ -31,6 +31,11 @@ def _client():
   return distributed.global_state.client
 
 
+def _timed_out(e: Exception) -> bool:
+  """A key-value wait that ran out of time (the runtime's DEADLINE_EXCEEDED)."""
+  return "DEADLINE_EXCEEDED" in str(e) or "timed out" in str(e).lower()
+
+
 class Liveness:
   """Check-ins of this process (`index` of `count`) with `timeout_s` to wait."""
 
@@ -60,7 +65,7 @@ class Liveness:
       try:  # process 0 waits timeout_ms for the rest; then posts the verdict
         verdict = c.blocking_key_value_get(verdict_key, 2 * self.timeout_ms + 10_000)
       except Exception as e:  # pylint: disable=broad-except
-        if "DEADLINE_EXCEEDED" not in str(e) and "timed out" not in str(e).lower():
+        if not _timed_out(e):
           raise
         verdict = self._missing(step, [0])
     self._last = step
@@ -74,7 +79,7 @@ class Liveness:
       try:
         self._client.blocking_key_value_get(f"{_PREFIX}/{step}/{other}", left)
       except Exception as e:  # pylint: disable=broad-except
-        if "DEADLINE_EXCEEDED" not in str(e) and "timed out" not in str(e).lower():
+        if not _timed_out(e):
           raise
         here = {k.rsplit("/", 1)[-1] for k, _ in
                 self._client.key_value_dir_get(f"{_PREFIX}/{step}/")}

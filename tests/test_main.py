@@ -123,6 +123,15 @@ CASES = [
      "train.num_steps=-3 must be at least 1", None),
     ("negative_budget", ("pretrain", *_tiny("train.time_budget=-1"),
                          "--workdir", "{root}/new"), "train.time_budget=-1", None),
+    ("microbatches_do_not_divide", ("pretrain", *_tiny("train.microbatches=3"),
+                                    "--workdir", "{root}/new"),
+     "train.microbatches=3 must be at least 1 and divide", None),
+    ("target_accuracy_out_of_range", ("pretrain", *_tiny("train.target_mlm_accuracy=1.5"),
+                                      "--workdir", "{root}/new"),
+     "train.target_mlm_accuracy=1.5 must be in [0, 1)", None),
+    ("zero_liveness_timeout", ("pretrain", *_tiny("train.liveness_timeout=0"),
+                               "--workdir", "{root}/new"),
+     "train.liveness_timeout=0", None),
     ("empty_corpus", ("prepare", *_tiny("data.input={root}/empty.txt"),
                       "--workdir", "{root}/new"), "no text", None),
     ("binary_corpus", ("prepare", *_tiny("data.input={root}/binary.txt"),
@@ -207,6 +216,11 @@ CASES = [
     ("convert_missing_source", ("convert", "--from", "hf", "{root}/nothing", "--to", "orbax",
                                 "{root}/new"), "is not a directory", None),
     ("benchmark_zero_steps", ("benchmark", *_tiny(), "--steps", "0"), "--steps", None),
+    ("benchmark_prepare_without_workdir", ("benchmark", *_tiny(), "--what", "prepare"),
+     "benchmark --what prepare needs --workdir", None),
+    ("benchmark_prepare_empty_corpus", ("benchmark", *_tiny(), "--what", "prepare",
+                                        "--corpus_mb", "0", "--workdir", "{root}/new"),
+     "--corpus_mb", None),
 ]
 
 

@@ -37,7 +37,7 @@ setuptools.setup(
     ],
     extras_require={
         # transformers' Flax BERT is the independent reference in tests; no torch.
-        "test": ["pytest>=8", "transformers>=4.40,<5", "safetensors"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "transformers>=4.40,<5", "safetensors"],
         "tpu": ["jax[tpu]"],
         "gpu": ["jax[cuda12]"],
     },

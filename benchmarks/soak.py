@@ -99,13 +99,10 @@ def _params(workdir: str):
   return bert_jax.from_pretrained(workdir).params
 
 
-def soak(workdir: str, kills: int, steps: int, seed: int) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+def _prepare(workdir: str) -> str:
+  """200 embedded-corpus documents in 4 shards; their directory."""
   from bert_jax.data import prepare  # pylint: disable=g-import-not-at-top
   from bert_jax.configs import pretrain as pretrain_configs  # pylint: disable=g-import-not-at-top
-
-  shutil.rmtree(workdir, ignore_errors=True)
   data_dir = os.path.join(workdir, "data")
   config = pretrain_configs.get_config("tiny")
   config.unlock()
@@ -113,6 +110,15 @@ def soak(workdir: str, kills: int, steps: int, seed: int) -> dict:
   config.data.num_shards = 4
   config.data.prepared_dir = data_dir
   prepare.run(config, os.path.join(workdir, "prep"))
+  return data_dir
+
+
+def soak(workdir: str, kills: int, steps: int, seed: int, data_dir: str = "") -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  shutil.rmtree(workdir, ignore_errors=True)
+  data_dir = data_dir or _prepare(workdir)
 
   start = time.time()
   reference = os.path.join(workdir, "reference")
@@ -157,9 +163,12 @@ def main() -> None:
   parser.add_argument("--kills", type=int, default=5)
   parser.add_argument("--steps", type=int, default=40)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--data_dir", default="",
+                      help="data prepared as _prepare does (4 shards of 200 documents); "
+                      "by default prepared afresh in --workdir")
   args = parser.parse_args()
   os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-  result = soak(args.workdir, args.kills, args.steps, args.seed)
+  result = soak(args.workdir, args.kills, args.steps, args.seed, args.data_dir)
   print(json.dumps(result))
   sys.exit(0 if result["corrupt_checkpoints_seen"] == 0
            and result["final_params_bitwise_equal"] else 1)

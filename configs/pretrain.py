@@ -157,6 +157,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   # Processes tokenizing and pairing in `prepare` (1: in the main process). The
   # output does not depend on it.
   c.data.prepare_workers = 1
+  # Threads SentencePiece encodes with in each of them (0: the CPUs this process may
+  # use). With several processes on one host (prepare_workers, or a job's processes
+  # sharing a machine), their CPUs divided by the processes, so they do not
+  # oversubscribe the cores. The output does not depend on it.
+  c.data.tokenizer_threads = 0
   # Documents per unit of `prepare` work. Random NSP segments come from the same
   # unit, as BERT draws them from the same input file.
   c.data.chunk_documents = 1000

@@ -88,7 +88,7 @@ def _pretrain(c, training: bool):
            f"data.num_shards={d.num_shards} is below data.num_streams={d.num_streams}: "
            f"every stream reads at least one shard")
   yield 0 <= d.short_seq_prob <= 1, f"data.short_seq_prob={d.short_seq_prob} must be in [0, 1]"
-  for key in ("max_documents", "eval_documents", "eval_examples"):
+  for key in ("max_documents", "eval_documents", "eval_examples", "tokenizer_threads"):
     yield d[key] >= 0, f"data.{key}={d[key]} must be 0 or more"
   yield (not d.max_documents or d.max_documents > d.eval_documents,
          f"data.max_documents={d.max_documents} leaves nothing to train on after the "

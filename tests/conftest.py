@@ -20,6 +20,10 @@ import pytest  # noqa: E402
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: end-to-end runs (still run in CI)")
+  config.addinivalue_line(
+      "markers", "serial: waits on wall-clock limits (gloo's 30 s, liveness timeouts, "
+      "kill timing, time budgets), so `make test` runs it alone after the others, "
+      "which run two at a time")
 
 
 @pytest.fixture(scope="session")

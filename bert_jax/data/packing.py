@@ -8,42 +8,33 @@ ids restart per example, and NSP/SOP is predicted from each example's own [CLS]
 (`cls_positions`), with one label per example.
 """
 
-from bert_jax.data import pairs
 
-
-def pack_rows(examples: list[pairs.Example], seq_len: int,
-         max_per_row: int) -> list[list[pairs.Example]]:
-  """Rows of examples (total length <= seq_len, at most max_per_row each), longest
-  examples first, each into the open row it fills best. A pure function of its input
-  order (ties keep it)."""
+def pack_rows(lengths, seq_len: int, max_per_row: int) -> list[list[int]]:
+  """Rows of example indices (total length <= seq_len, at most max_per_row each),
+  longest examples first, each into the open row it fills best. A pure function of
+  the lengths' order (ties keep it)."""
+  lengths = [int(n) for n in lengths]
   if max_per_row <= 1:
-    return [[e] for e in examples]
-  order = sorted(range(len(examples)), key=lambda i: -len(examples[i].input_ids))
-  rows: list[list[pairs.Example]] = []
-  # open_rows[c]: rows with exactly c free positions that can take another example.
+    return [[i] for i in range(len(lengths))]
+  order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+  rows: list[list[int]] = []
+  # open_rows[c]: rows with exactly c free positions that can take another example;
+  # bit c of `some` is set when there is one (the best fit is then a bit scan).
   open_rows: list[list[int]] = [[] for _ in range(seq_len + 1)]
+  some = 0
   for i in order:
-    example = examples[i]
-    need = len(example.input_ids)
-    free = next((c for c in range(need, seq_len + 1) if open_rows[c]), None)
-    if free is None:
+    need = lengths[i]
+    fits = some >> need
+    if not fits:
       rows.append([])
       row, free = len(rows) - 1, seq_len
     else:
+      free = need + (fits & -fits).bit_length() - 1
       row = open_rows[free].pop()
-    rows[row].append(example)
+      if not open_rows[free]:
+        some &= ~(1 << free)
+    rows[row].append(i)
     if len(rows[row]) < max_per_row and free - need > 0:
       open_rows[free - need].append(row)
+      some |= 1 << (free - need)
   return rows
-
-
-def concat(row: list[pairs.Example]) -> dict:
-  """The features of a packed row: tokens end to end, one label and length per
-  example."""
-  return {
-      "input_ids": [t for e in row for t in e.input_ids],
-      "segment_ids": [t for e in row for t in e.segment_ids],
-      "word_start": [t for e in row for t in e.word_start],
-      "next_sentence_label": [e.next_sentence_label for e in row],
-      "example_lengths": [len(e.input_ids) for e in row],
-  }

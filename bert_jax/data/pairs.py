@@ -1,17 +1,22 @@
 """Pretraining examples from tokenized documents: BERT's next-sentence (NSP) pairs,
 ALBERT's sentence-order (SOP) pairs, or RoBERTa's full sentences (objective "none").
 
-Pure Python over lists of tokens (an id, or ~id for a token that continues a word:
-see words.py); randomness only through the `rng` passed in. Labels as in BERT, ALBERT
-and transformers: NSP 0 = B follows A, 1 = B is random; SOP 0 = A and B in document
-order, 1 = swapped; "none" always 0 (one segment, no sentence-level task).
+The pairing decisions are Python over sentences, with tokens only as index ranges
+into the chunk's tokens laid end to end (an id, or ~id for a token that continues a
+word: see words.py); the examples' tokens are then gathered in one numpy pass
+(`Examples`), so no Python runs per token. Randomness only through the `rng` passed
+in. Labels as in BERT, ALBERT and transformers: NSP 0 = B follows A, 1 = B is random;
+SOP 0 = A and B in document order, 1 = swapped; "none" always 0 (one segment, no
+sentence-level task).
 """
 
+import itertools
 import random
 from typing import NamedTuple
 
+import numpy as np
+
 from bert_jax.data import tokenizer
-from bert_jax.data import words
 
 OBJECTIVES = ("nsp", "sop", "none")
 
@@ -23,35 +28,128 @@ class Example(NamedTuple):
   word_start: list[int]    # 1 where a word (or a special token) begins
 
 
-def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random):
-  """Trims the longer side, from the front or back at random, until both fit."""
-  while len(a) + len(b) > max_tokens:
-    longer = a if len(a) > len(b) else b
-    if rng.random() < 0.5:
-      del longer[0]
-    else:
-      longer.pop()
+class Examples:
+  """Examples end to end, as numpy columns: per token (ids, segments, word starts)
+  and per example (length, label). Iterating or indexing gives `Example`s."""
+
+  def __init__(self, input_ids, segment_ids, word_start, lengths, labels):
+    self.input_ids = np.asarray(input_ids, np.int64)
+    self.segment_ids = np.asarray(segment_ids, np.int64)
+    self.word_start = np.asarray(word_start, np.int64)
+    self.lengths = np.asarray(lengths, np.int64)
+    self.labels = np.asarray(labels, np.int64)
+    self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+
+  @classmethod
+  def from_list(cls, examples: list[Example]) -> "Examples":
+    chain = itertools.chain.from_iterable
+    return cls(list(chain(e.input_ids for e in examples)),
+               list(chain(e.segment_ids for e in examples)),
+               list(chain(e.word_start for e in examples)),
+               [len(e.input_ids) for e in examples],
+               [e.next_sentence_label for e in examples])
+
+  def __len__(self) -> int:
+    return len(self.lengths)
+
+  def __getitem__(self, i: int) -> Example:
+    a, b = self.offsets[i], self.offsets[i + 1]
+    return Example(self.input_ids[a:b].tolist(), self.segment_ids[a:b].tolist(),
+                   int(self.labels[i]), self.word_start[a:b].tolist())
+
+  def __iter__(self):
+    return (self[i] for i in range(len(self)))
+
+  def take(self, indices) -> "Examples":
+    """These examples, in this order."""
+    indices = np.asarray(indices, np.int64)
+    at = ranges(self.offsets[indices], self.lengths[indices])
+    return Examples(self.input_ids[at], self.segment_ids[at], self.word_start[at],
+                    self.lengths[indices], self.labels[indices])
+
+
+def ranges(starts, lengths) -> np.ndarray:
+  """The indices of [start, start + length) for each pair, end to end."""
+  starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+  ends = np.cumsum(lengths)
+  total = int(ends[-1]) if len(ends) else 0
+  return np.repeat(starts - (ends - lengths), lengths) + np.arange(total)
+
+
+# An example before its tokens are gathered, as pieces (start, length, segment,
+# word) into the chunk's tokens; word=1 makes the piece's first token a word start
+# (truncation from the front may leave a word's tail first: it is all that is left of
+# that word, so it is a word of its own). A pair is (label, a_start, a_length,
+# b_start, b_length); full sentences are (label, pieces).
+PairSpec = tuple[int, int, int, int, int]
+Spec = tuple[int, tuple[tuple[int, int, int, int], ...]]
+
+
+def _assemble(tokens: np.ndarray, labels, pieces: np.ndarray, counts) -> Examples:
+  """Examples of `counts[i]` consecutive `pieces` [P, 4] each, over `tokens` (marked
+  ids end to end)."""
+  start, length, segment, word = pieces.reshape(-1, 4).T
+  marked = tokens[ranges(start, length)]
+  word_start = (marked >= 0).astype(np.int64)
+  word_start[(np.cumsum(length) - length)[(word > 0) & (length > 0)]] = 1
+  first_piece = np.cumsum(counts) - counts
+  lengths = np.add.reduceat(length, first_piece) if len(first_piece) else []
+  return Examples(np.where(marked >= 0, marked, ~marked), np.repeat(segment, length),
+                  word_start, lengths, labels)
+
+
+def _assemble_pairs(tokens: np.ndarray, specs: list[PairSpec], cls: int, sep: int
+                    ) -> Examples:
+  """[CLS] A [SEP] B [SEP] with segments 0/1 for each (label, A, B) of `specs`, with
+  [CLS] and [SEP] at tokens[cls] and tokens[sep]."""
+  spec = np.array(specs, np.int64).reshape(-1, 5)
+  pieces = np.zeros((len(spec), 5, 4), np.int64)
+  pieces[:, :, 0] = (cls, 0, sep, 0, sep)
+  pieces[:, 1, 0], pieces[:, 3, 0] = spec[:, 1], spec[:, 3]
+  pieces[:, :, 1] = 1
+  pieces[:, 1, 1], pieces[:, 3, 1] = spec[:, 2], spec[:, 4]
+  pieces[:, :, 2] = (0, 0, 0, 1, 1)
+  pieces[:, :, 3] = (0, 1, 0, 1, 0)
+  return _assemble(tokens, spec[:, 0], pieces, np.full(len(spec), 5))
+
+
+def _with_specials(tokens, special: tokenizer.SpecialIds):
+  """`tokens` with [CLS] and [SEP] appended, and where they are."""
+  n = len(tokens)
+  return np.concatenate([np.asarray(tokens, np.int64), [special.cls, special.sep]]), n, n + 1
 
 
 def pair_example(a: list[int], b: list[int], label: int,
                  special: tokenizer.SpecialIds) -> Example:
   """[CLS] A [SEP] B [SEP] with segments 0/1 (token lists as `words.mark`s them)."""
-  ids_a, start_a = words.unmark(a)
-  ids_b, start_b = words.unmark(b)
-  ids = [special.cls] + ids_a + [special.sep] + ids_b + [special.sep]
-  seg = [0] * (len(a) + 2) + [1] * (len(b) + 1)
-  start = [1] + start_a + [1] + start_b + [1]
-  # Truncation from the front may leave a word's tail first: it is all that is left
-  # of that word, so it is a word of its own.
-  start[1] = start[len(a) + 2] = 1
-  return Example(ids, seg, label, start)
+  tokens, cls, sep = _with_specials(list(a) + list(b), special)
+  return _assemble_pairs(tokens, [(label, 0, len(a), len(a), len(b))], cls, sep)[0]
 
 
-def single_example(tokens: list[int], special: tokenizer.SpecialIds) -> Example:
-  """[CLS] tokens [SEP], one segment (objective "none")."""
-  ids, start = words.unmark(tokens)
-  return Example([special.cls] + ids + [special.sep], [0] * (len(ids) + 2), 0,
-                 [1] + start + [1])
+def _below(rng: random.Random, n: int) -> int:
+  """A uniform int in [0, n): one float draw, several times cheaper than
+  rng.randrange (its bias, under n / 2**53, is far below anything data shows)."""
+  return int(rng.random() * n)
+
+
+def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Random):
+  """Trims the longer side of the [start, length] ranges (B on a tie) a token at a
+  time, each from the front or back at random, until both fit: BERT's loop, drawn
+  per side rather than per token. Which side loses each token follows from the
+  lengths alone (the longer one until they are equal, then B and A in turn), and the
+  tokens a side loses from its front are Binomial(lost, 1/2): the 1-bits of as many
+  random bits."""
+  excess = a[1] + b[1] - max_tokens
+  if excess <= 0:
+    return
+  lead = a[1] - b[1]
+  first = min(excess, abs(lead))
+  rest = excess - first
+  lost_a = (first if lead > 0 else 0) + rest // 2
+  lost_b = excess - lost_a
+  for side, lost in ((a, lost_a), (b, lost_b)):
+    side[0] += rng.getrandbits(lost).bit_count()
+    side[1] -= lost
 
 
 def split_long(sentence: list[int], max_tokens: int) -> list[list[int]]:
@@ -67,12 +165,11 @@ def split_long(sentence: list[int], max_tokens: int) -> list[list[int]]:
   return out
 
 
-def document_examples(docs: list[list[list[int]]], index: int, max_seq_length: int,
+def document_examples(docs: list[list[tuple[int, int]]], index: int, max_seq_length: int,
                       short_seq_prob: float, rng: random.Random,
-                      special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS,
-                      objective: str = "nsp") -> list[Example]:
-  """NSP or SOP examples from document `index`; `docs` are lists of tokenized
-  sentences.
+                      objective: str = "nsp") -> list[PairSpec]:
+  """NSP or SOP examples from document `index`; `docs` are lists of sentences as
+  (start, length) in the chunk's tokens.
 
   Sentences are gathered into a chunk up to the target length, split at a random
   sentence boundary into A and B (a lone sentence is cut in two). NSP: half of the
@@ -83,76 +180,84 @@ def document_examples(docs: list[list[list[int]]], index: int, max_seq_length: i
   max_tokens = max_seq_length - 3
   target = max_tokens
   if rng.random() < short_seq_prob:
-    target = rng.randint(2, max_tokens)
-  examples, chunk, length, i = [], [], 0, 0
+    target = 2 + _below(rng, max_tokens - 1)
+  # chunk: its sentences' starts, and their lengths summed up to each.
+  examples, starts, ends, length, i = [], [], [], 0, 0
   while i < len(doc):
-    chunk.append(doc[i])
-    length += len(doc[i])
+    start, n = doc[i]
+    starts.append(start)
+    length += n
+    ends.append(length)
     if i == len(doc) - 1 or length >= target:
-      if len(chunk) == 1 and len(chunk[0]) >= 2:
+      if len(starts) == 1 and length >= 2:
         # BERT forces a single-sentence chunk to a random B, which skews labels
         # (~58 % random on People's Daily). Splitting the sentence keeps them 50/50.
-        cut = rng.randint(1, len(chunk[0]) - 1)
-        chunk = [chunk[0][:cut], chunk[0][cut:]]
+        cut = 1 + _below(rng, length - 1)
+        starts, ends = [start, start + cut], [cut, length]
         consumed = 1
       else:
-        consumed = len(chunk)
-      if chunk:
-        a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-        a = [t for s in chunk[:a_end] for t in s]
-        if objective == "nsp" and rng.random() < 0.5 and len(docs) > 1:
-          label = 1
-          other = rng.randrange(len(docs) - 1)
-          other = other + 1 if other >= index else other  # never the same document
-          rand_doc = docs[other]
-          start = rng.randrange(len(rand_doc))
-          b = []
-          for s in rand_doc[start:]:
-            b.extend(s)
-            if len(b) >= target - len(a):
-              break
-          i -= max(consumed - a_end, 0)  # give the unused sentences back
-        else:
-          label = 0
-          b = [t for s in chunk[a_end:] for t in s]
-          if objective == "sop" and rng.random() < 0.5:
-            a, b, label = b, a, 1
-        if a and b:
-          _truncate_pair(a, b, max_tokens, rng)
-          examples.append(pair_example(a, b, label, special))
-      chunk, length = [], 0
+        consumed = len(starts)
+      a_end = 1 + _below(rng, len(starts) - 1) if len(starts) >= 2 else 1
+      a = [starts[0], ends[a_end - 1]]
+      if objective == "nsp" and rng.random() < 0.5 and len(docs) > 1:
+        label = 1
+        other = _below(rng, len(docs) - 1)
+        other = other + 1 if other >= index else other  # never the same document
+        rand_doc = docs[other]
+        k = _below(rng, len(rand_doc))
+        b = [rand_doc[k][0], 0]
+        while k < len(rand_doc):
+          b[1] += rand_doc[k][1]
+          if b[1] >= target - a[1]:
+            break
+          k += 1
+        i -= max(consumed - a_end, 0)  # give the unused sentences back
+      else:
+        label = 0
+        b = ([starts[a_end], length - a[1]] if a_end < len(starts) else [0, 0])
+        if objective == "sop" and rng.random() < 0.5:
+          a, b, label = b, a, 1
+      if a[1] and b[1]:
+        _truncate_pair(a, b, max_tokens, rng)
+        examples.append((label, a[0], a[1], b[0], b[1]))
+      starts, ends, length = [], [], 0
     i += 1
   return examples
 
 
-def full_sentences(docs: list[list[list[int]]], max_seq_length: int,
-                   short_seq_prob: float, rng: random.Random,
-                   special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS
-                   ) -> list[Example]:
+def full_sentences(docs: list[list[tuple[int, int]]], max_seq_length: int,
+                   short_seq_prob: float, rng: random.Random, cls: int, sep: int
+                   ) -> list[Spec]:
   """RoBERTa's FULL-SENTENCES: consecutive sentences packed into [CLS] ... [SEP] up to
   the target length, crossing documents with a [SEP] between them."""
   max_tokens = max_seq_length - 2
 
   def new_target():
-    return rng.randint(2, max_tokens) if rng.random() < short_seq_prob else max_tokens
+    return 2 + _below(rng, max_tokens - 1) if rng.random() < short_seq_prob else max_tokens
 
-  examples, tokens, target = [], [], new_target()
+  def example(pieces):
+    return 0, ((cls, 1, 0, 0), *pieces, (sep, 1, 0, 0))
+
+  examples, pieces, length, target = [], [], 0, new_target()
   for doc in docs:
-    for k, sentence in enumerate(doc):
-      sep = [special.sep] if tokens and k == 0 else []
-      if tokens and len(tokens) + len(sep) + len(sentence) > target:
-        examples.append(single_example(tokens, special))
-        tokens, sep, target = [], [], new_target()
-      tokens += sep + sentence
-  if tokens:
-    examples.append(single_example(tokens, special))
+    for k, (start, n) in enumerate(doc):
+      sep_here = bool(pieces) and k == 0
+      if pieces and length + sep_here + n > target:
+        examples.append(example(pieces))
+        pieces, length, sep_here, target = [], 0, False, new_target()
+      if sep_here:
+        pieces.append((sep, 1, 0, 0))
+      pieces.append((start, n, 0, 0))
+      length += sep_here + n
+  if pieces:
+    examples.append(example(pieces))
   return examples
 
 
 def create_examples(docs: list[list[list[int]]], max_seq_length: int,
                     short_seq_prob: float, dupe_factor: int, seed: int | str,
                     special: tokenizer.SpecialIds = tokenizer.SENTENCEPIECE_IDS,
-                    objective: str = "nsp") -> list[Example]:
+                    objective: str = "nsp") -> Examples:
   """All examples of all documents, shuffled: `dupe_factor` passes of NSP or SOP
   pairs (each pass splits differently), or one pass of full sentences (passes would
   only repeat them; masks differ every epoch anyway). Sentences longer than an
@@ -163,13 +268,28 @@ def create_examples(docs: list[list[list[int]]], max_seq_length: int,
   max_tokens = max_seq_length - (2 if objective == "none" else 3)
   docs = [[p for s in d if s for p in split_long(s, max_tokens)] for d in docs]
   docs = [d for d in docs if d]
+  # The sentences as (start, length) in all of them end to end.
+  lengths = [len(s) for d in docs for s in d]
+  spans, k = [], 0
+  for d, start in zip(docs, itertools.accumulate((len(d) for d in docs), initial=0)):
+    spans.append(list(zip(itertools.accumulate(lengths[start:start + len(d)],
+                                               initial=k), lengths[start:start + len(d)])))
+    k += sum(lengths[start:start + len(d)])
+  flat = np.fromiter(itertools.chain.from_iterable(s for d in docs for s in d), np.int64,
+                     sum(lengths))
+  tokens, cls, sep = _with_specials(flat, special)
   if objective == "none":
-    examples = full_sentences(docs, max_seq_length, short_seq_prob, rng, special)
+    specs = full_sentences(spans, max_seq_length, short_seq_prob, rng, cls, sep)
   else:
-    examples = []
+    specs = []
     for _ in range(dupe_factor):
-      for index in range(len(docs)):
-        examples.extend(document_examples(docs, index, max_seq_length, short_seq_prob,
-                                          rng, special, objective))
-  rng.shuffle(examples)
-  return examples
+      for index in range(len(spans)):
+        specs.extend(document_examples(spans, index, max_seq_length, short_seq_prob,
+                                       rng, objective))
+  order = np.random.default_rng(rng.getrandbits(64)).permutation(len(specs)).tolist()
+  specs = [specs[i] for i in order]
+  if objective != "none":
+    return _assemble_pairs(tokens, specs, cls, sep)
+  pieces = [p for _, ps in specs for p in ps]
+  return _assemble(tokens, [label for label, _ in specs], np.array(pieces, np.int64),
+                   [len(ps) for _, ps in specs])

@@ -92,63 +92,84 @@ def _varints(values: np.ndarray, per_row: list[int]) -> tuple[bytes, list[int]]:
   the rows (of `per_row` values each) start, and where the last one ends."""
   v = values.astype(np.uint64)
   most = max(1, (int(v.max(initial=0)).bit_length() + 6) // 7)  # bytes of the largest
-  size = np.ones(len(v), np.int64)
-  for k in range(1, most):
-    size += v >= np.uint64(1 << (7 * k))
+  if most <= 4:  # ids and lengths: the same arithmetic in half the memory traffic
+    v = v.astype(np.uint32)
+  byte = np.arange(most, dtype=v.dtype)
+  size = 1 + (v[:, None] >= (v.dtype.type(1) << (7 * byte[1:]))).sum(1)
   ends = np.cumsum(size)
-  out = np.zeros(int(ends[-1]) if len(ends) else 0, np.uint8)
-  for k in range(most):  # byte k of every value that has one: 7 bits, and "more" on top
-    here = size > k
-    low = ((v[here] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-    out[(ends - size)[here] + k] = low | (size[here] > k + 1).astype(np.uint8) << 7
+  # Every value's `most` 7-bit digits, "more" on all but its last; the digits it has,
+  # row after row, are the varints end to end.
+  more = (byte < (size - 1)[:, None]).astype(v.dtype) << v.dtype.type(7)
+  digits = (v[:, None] >> (v.dtype.type(7) * byte)) & v.dtype.type(0x7F) | more
+  out = digits.astype(np.uint8)[byte < size[:, None]]
   rows = np.concatenate([[0], ends])[np.cumsum([0] + per_row)]
   return out.tobytes(), rows.tolist()
 
 
-def serialize_rows(rows: list[list[pairs.Example]], whole_words: bool = False,
-                   masks: list[dict] | None = None) -> list[bytes]:
-  """Shard records: per row of one or more (packed) examples the tf.train.Example of
-  its features (packing.concat); with static masking its masked ids and predictions
+def serialize_rows(examples: pairs.Examples, rows: list[list[int]],
+                   whole_words: bool = False, masks: list[dict] | None = None
+                   ) -> list[bytes]:
+  """Shard records: per row of one or more (packed) examples (indices into
+  `examples`) the tf.train.Example of its features, tokens end to end and one label
+  and length per example; with static masking its masked ids and predictions
   (masking.mask_rows). Encoded here, a chunk's values at a time in numpy, in half
   the time of building a tf.train.Example per row."""
-  examples = [e for row in rows for e in row]
   per_row = [len(row) for row in rows]
-  lengths = [len(e.input_ids) for e in examples]
-  starts = list(itertools.accumulate(per_row, initial=0))
-  row_tokens = [sum(lengths[a:b]) for a, b in zip(starts, starts[1:])]
-
-  def tokens(field):  # a per-token feature of the examples, rows end to end
-    return np.fromiter(itertools.chain.from_iterable(getattr(e, field) for e in examples),
-                       np.int64, sum(lengths)), row_tokens
-
+  ordered = examples.take(np.fromiter(itertools.chain.from_iterable(rows), np.int64,
+                                      sum(per_row)))
+  row_tokens = np.diff(ordered.offsets[np.cumsum([0] + per_row)]).tolist()
   columns = {
-      "input_ids": _flat(m["input_ids"] for m in masks) if masks else tokens("input_ids"),
-      "segment_ids": tokens("segment_ids"),
-      "next_sentence_label": (np.array([e.next_sentence_label for e in examples],
-                                       np.int64), per_row),
-      "example_lengths": (np.array(lengths, np.int64), per_row),
+      "input_ids": (_flat(m["input_ids"] for m in masks)[0] if masks
+                    else ordered.input_ids, row_tokens),
+      "segment_ids": (ordered.segment_ids, row_tokens),
+      "next_sentence_label": (ordered.labels, per_row),
+      "example_lengths": (ordered.lengths, per_row),
   }
   if masks:
     columns["masked_positions"] = _flat(m["masked_positions"] for m in masks)
     columns["masked_ids"] = _flat(m["masked_ids"] for m in masks)
   if whole_words:
-    columns["word_start"] = tokens("word_start")
-  encoded = [(name, *_varints(values, per)) for name, (values, per) in columns.items()]
-  out = []
-  for r in range(len(rows)):
-    parts = [b""]
-    for name, blob, bounds in encoded:
-      payload = blob[bounds[r]:bounds[r + 1]]
-      parts += (_entry_header(name, len(payload)), payload)
-    parts[0] = b"\x0a" + _varint(sum(map(len, parts)))  # Example.features
-    out.append(b"".join(parts))
-  return out
+    columns["word_start"] = (ordered.word_start, row_tokens)
+  # A record is [features header][entry header, values] per column: its pieces are
+  # gathered from one pool of the columns' varints and the distinct headers, so no
+  # Python runs per row (but slicing the records out).
+  pool, used = [], 0
+
+  def pooled(blob: bytes) -> int:
+    nonlocal used
+    pool.append(blob)
+    used += len(blob)
+    return used - len(blob)
+
+  def headers(make, sizes):  # pooled start and length of make(size) for every size
+    distinct, which = np.unique(sizes, return_inverse=True)
+    made = [make(int(n)) for n in distinct]
+    return (np.array([pooled(h) for h in made], np.int64)[which],
+            np.array([len(h) for h in made], np.int64)[which])
+
+  piece_start = np.zeros((len(rows), 1 + 2 * len(columns)), np.int64)
+  piece_length = np.zeros_like(piece_start)
+  for c, (name, (values, per)) in enumerate(columns.items(), 1):
+    blob, bounds = _varints(values, per)
+    bounds = np.asarray(bounds, np.int64)
+    payload = pooled(blob) + bounds[:-1], np.diff(bounds)
+    header = headers(functools.partial(_entry_header, name), payload[1])
+    (piece_start[:, 2 * c - 1], piece_length[:, 2 * c - 1]) = header
+    (piece_start[:, 2 * c], piece_length[:, 2 * c]) = payload
+  # Example.features: field 1, as long as the rest.
+  piece_start[:, 0], piece_length[:, 0] = headers(lambda n: b"\x0a" + _varint(n),
+                                                  piece_length.sum(1))
+  pool = np.frombuffer(b"".join(pool), np.uint8)
+  records = pool[pairs.ranges(piece_start.ravel(), piece_length.ravel())].tobytes()
+  ends = np.cumsum(piece_length.sum(1)).tolist()
+  return [records[a:b] for a, b in zip([0] + ends, ends)]
 
 
 def serialize_row(row: list[pairs.Example], whole_words: bool = False,
                   masks: dict | None = None) -> bytes:
-  """One row's record (serialize_rows)."""
-  return serialize_rows([row], whole_words, [masks] if masks else None)[0]
+  """One row's record (serialize_rows) of these examples."""
+  return serialize_rows(pairs.Examples.from_list(row), [list(range(len(row)))],
+                        whole_words, [masks] if masks else None)[0]
 
 
 def serialize(ex: pairs.Example, whole_words: bool = False) -> bytes:
@@ -174,23 +195,25 @@ def write_records(records: Iterable[bytes], paths: list[str]) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class ChunkSettings:
-  """What turns a chunk of documents into examples, besides the tokenizer."""
+  """What turns a chunk of documents into examples, besides the tokenizer (and
+  the threads it encodes with, which change only the speed)."""
   max_seq_length: int
   short_seq_prob: float
   dupe_factor: int
   seed: int
   objective: str
   whole_words: bool
+  tokenizer_threads: int = 0
 
 
 def tokenize(docs: list[corpus.Document], tok: tokenizer.Tokenizer, tables,
-             whole_words: bool) -> list[list[list[int]]]:
+             whole_words: bool, threads: int = 0) -> list[list[list[int]]]:
   """Documents of sentences of tokens; with `whole_words`, continuation tokens are
   marked (words.mark) from the corpus's segmentation or from the pieces."""
   sentences = [s for d in docs for s in d]
   segmented = [whole_words and isinstance(s, tuple) for s in sentences]
   batch = iter(tok.encode_batch(
-      [corpus.text(s) for s, seg in zip(sentences, segmented) if not seg]))
+      [corpus.text(s) for s, seg in zip(sentences, segmented) if not seg], threads))
   flat = []
   for sentence, seg in zip(sentences, segmented):
     if seg:
@@ -210,16 +233,20 @@ def tokenize(docs: list[corpus.Document], tok: tokenizer.Tokenizer, tables,
 
 def process_chunk(index: int, docs: list[corpus.Document], s: ChunkSettings,
                   tok: tokenizer.Tokenizer, tables
-                  ) -> tuple[list[pairs.Example], collections.Counter]:
+                  ) -> tuple[pairs.Examples, collections.Counter]:
   """Examples of chunk `index` and its counts; a pure function of its arguments
   (`tables`: words.piece_tables(tok))."""
-  tokenized = tokenize(docs, tok, tables, s.whole_words)
+  tokenized = tokenize(docs, tok, tables, s.whole_words, s.tokenizer_threads)
   max_tokens = s.max_seq_length - (2 if s.objective == "none" else 3)
-  flat, lengths = _flat(t for d in tokenized for t in d)
+  sentences = [t for d in tokenized for t in d]
+  lengths = [len(t) for t in sentences]
+  # Counted by C loops over the lists (list.count, map): building one array of the
+  # tokens costs more. Continuation tokens are negative (words.mark).
+  continuing = sum(sum(map((0).__gt__, t)) for t in sentences) if s.whole_words else 0
   counts = collections.Counter(
-      documents=len(docs), sentences=len(lengths), tokens=len(flat),
-      unk=int(np.count_nonzero((flat == tok.unk_id) | (flat == ~tok.unk_id))),
-      words=int(np.count_nonzero(flat >= 0)),
+      documents=len(docs), sentences=len(lengths), tokens=sum(lengths),
+      unk=sum(t.count(tok.unk_id) + t.count(~tok.unk_id) for t in sentences),
+      words=sum(lengths) - continuing,
       long_sentences=sum(n > max_tokens for n in lengths))
   examples = pairs.create_examples(
       tokenized, s.max_seq_length, s.short_seq_prob, s.dupe_factor,
@@ -275,20 +302,20 @@ def _results(jobs, settings: ChunkSettings, tok: tokenizer.Tokenizer, workers: i
       yield index, *result.get()
 
 
-def chunk_records(index: int, examples: list[pairs.Example], d, tok: tokenizer.Tokenizer,
+def chunk_records(index: int, examples: pairs.Examples, d, tok: tokenizer.Tokenizer,
                   seed: int) -> list[bytes]:
   """Chunk `index`'s examples packed into rows (data config `d`), with static masks
   drawn from (seed, index), serialized."""
-  rows = packing.pack_rows(examples, d.max_seq_length, d.max_examples_per_row)
+  rows = packing.pack_rows(examples.lengths, d.max_seq_length, d.max_examples_per_row)
   masks = None
   if d.masking == "static":
-    joined = [packing.concat(r) for r in rows]
+    joined = [examples.take(r) for r in rows]
     masks = masking.mask_rows(
-        [j["input_ids"] for j in joined], d.max_seq_length, (seed, index),
-        word_start=[j["word_start"] for j in joined] if d.whole_word_masking else None,
+        [j.input_ids for j in joined], d.max_seq_length, (seed, index),
+        word_start=[j.word_start for j in joined] if d.whole_word_masking else None,
         vocab_size=tok.vocab_size, mask_prob=d.mask_prob,
         max_predictions=d.max_predictions_per_seq, special=tok.special)
-  return serialize_rows(rows, d.whole_word_masking, masks)
+  return serialize_rows(examples, rows, d.whole_word_masking, masks)
 
 
 def _sample(sentences: Iterable[str], n: int, seed: int) -> list[str]:
@@ -484,7 +511,8 @@ def _prepare(config, workdir: str, out_dir: str, job: Job, meetings: Meetings) -
   if lead:
     meetings.meet("tokenizer")
   settings = ChunkSettings(d.max_seq_length, d.short_seq_prob, d.dupe_factor,
-                           config.train.seed, d.objective, d.whole_word_masking)
+                           config.train.seed, d.objective, d.whole_word_masking,
+                           d.tokenizer_threads)
 
   # Step 1: this process's chunks -> rows, scattered to buckets by their sort keys.
   counts = collections.Counter()
@@ -499,8 +527,8 @@ def _prepare(config, workdir: str, out_dir: str, job: Job, meetings: Meetings) -
   for index, examples, chunk_counts in _results(mine, settings, tok, d.prepare_workers):
     counts.update(chunk_counts)
     counts["examples"] += len(examples)
-    counts["real_tokens"] += sum(len(e.input_ids) for e in examples)
-    counts["label_1"] += sum(e.next_sentence_label for e in examples)
+    counts["real_tokens"] += int(examples.lengths.sum())
+    counts["label_1"] += int(examples.labels.sum())
     records = chunk_records(index, examples, d, tok, config.train.seed)
     counts["rows"] += len(records)
     scatter.add([k + r for k, r in zip(
@@ -581,10 +609,10 @@ def write_eval(docs: list, out_dir: str, settings: ChunkSettings,
     return 0
   examples, _ = process_chunk(-1, docs, dataclasses.replace(settings, dupe_factor=1),
                               tok, words.piece_tables(tok))
-  examples = examples[:max_examples] if max_examples else examples
-  write_records((serialize(e, settings.whole_words) for e in examples),
+  n = min(len(examples), max_examples) if max_examples else len(examples)
+  write_records(serialize_rows(examples, [[i] for i in range(n)], settings.whole_words),
                 [os.path.join(out_dir, EVAL_FILE)])
-  return len(examples)
+  return n
 
 
 def shard_files(directory: str) -> list[str]:

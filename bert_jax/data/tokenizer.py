@@ -70,7 +70,8 @@ class Tokenizer(abc.ABC):
   def encode(self, text: str) -> list[int]:
     return self.encode_offsets(text)[0]
 
-  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+  def encode_batch(self, texts: list[str], threads: int = 0) -> list[list[int]]:
+    """`encode` of each text; `threads` > 0 caps the threads it may use."""
     return [self.encode(t) for t in texts]
 
   @abc.abstractmethod
@@ -93,8 +94,9 @@ class SentencePieceTokenizer(Tokenizer):
   def encode(self, text: str) -> list[int]:
     return self.sp.encode(text, out_type=int)
 
-  def encode_batch(self, texts: list[str]) -> list[list[int]]:
-    return self.sp.encode(texts, out_type=int, num_threads=os.cpu_count() or 1)
+  def encode_batch(self, texts: list[str], threads: int = 0) -> list[list[int]]:
+    threads = threads or len(os.sched_getaffinity(0))
+    return self.sp.encode(texts, out_type=int, num_threads=threads)
 
   def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     enc = self.sp.encode(text, return_type="offset_mapping")  # character offsets
@@ -134,7 +136,8 @@ class WordPieceTokenizer(Tokenizer):
     enc = self._tok.encode(text, add_special_tokens=False)
     return enc.ids, [tuple(o) for o in enc.offsets]
 
-  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+  def encode_batch(self, texts: list[str], threads: int = 0) -> list[list[int]]:
+    # HF tokenizers' own pool (RAYON_NUM_THREADS), shared by the process.
     return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
   def id_to_token(self, i: int) -> str:

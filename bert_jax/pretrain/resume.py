@@ -24,7 +24,7 @@ RESUMABLE = (
     # update equals the unsplit one).
     "model.remat", "model.dtype", "train.microbatches",
     # Preparation speed, and the evaluation set's reading (not the training data).
-    "data.prepare_workers", "data.eval_examples", "data.eval_mask_prob",
+    "data.prepare_workers", "data.tokenizer_threads", "data.eval_examples", "data.eval_mask_prob",
     "data.eval_max_predictions",
     # Another prepared directory is read from its start (a logged warning).
     "data.prepared_dir",

@@ -56,6 +56,7 @@ PRETRAIN_RULES = [
     (dict(data__tokenizer_sentences=0), "data.tokenizer_sentences=0"),
     (dict(data__chunk_documents=0), "data.chunk_documents=0"),
     (dict(data__prepare_workers=0), "data.prepare_workers=0"),
+    (dict(data__tokenizer_threads=-1), "data.tokenizer_threads=-1"),
     (dict(data__num_shards=4), "data.num_shards=4 is below data.num_streams=8"),
     (dict(data__short_seq_prob=1.5), "data.short_seq_prob=1.5"),
     (dict(data__max_documents=-1), "data.max_documents=-1"),

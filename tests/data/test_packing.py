@@ -27,14 +27,15 @@ def test_pack_keeps_every_example_once_within_limits():
   rng = np.random.default_rng(0)
   examples = [_example(int(rng.integers(1, 14)), int(rng.integers(1, 14)), 5 + i, i % 2)
               for i in range(300)]
-  rows = packing.pack_rows(examples, SEQ, 3)
-  assert sorted(id(e) for r in rows for e in r) == sorted(id(e) for e in examples)
-  assert all(sum(len(e.input_ids) for e in r) <= SEQ and 1 <= len(r) <= 3 for r in rows)
-  unpacked = 1 - sum(len(e.input_ids) for e in examples) / (len(examples) * SEQ)
-  packed = 1 - sum(len(e.input_ids) for e in examples) / (len(rows) * SEQ)
+  lengths = [len(e.input_ids) for e in examples]
+  rows = packing.pack_rows(lengths, SEQ, 3)
+  assert sorted(i for r in rows for i in r) == list(range(len(examples)))
+  assert all(sum(lengths[i] for i in r) <= SEQ and 1 <= len(r) <= 3 for r in rows)
+  unpacked = 1 - sum(lengths) / (len(examples) * SEQ)
+  packed = 1 - sum(lengths) / (len(rows) * SEQ)
   assert packed < unpacked / 3
-  assert packing.pack_rows(examples, SEQ, 3) == rows  # deterministic
-  assert packing.pack_rows(examples, SEQ, 1) == [[e] for e in examples]
+  assert packing.pack_rows(lengths, SEQ, 3) == rows  # deterministic
+  assert packing.pack_rows(lengths, SEQ, 1) == [[i] for i in range(len(examples))]
 
 
 def _parsed(rows, max_per_row=3, nsp_weight=1.0):

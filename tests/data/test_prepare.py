@@ -166,6 +166,24 @@ def test_long_sentences_split_at_word_starts():
   assert all(len(p) <= 20 and p[0] >= 0 for p in pieces)
 
 
+def test_truncation_trims_as_berts_token_by_token_loop():
+  """Each side loses what BERT's loop (the longer side, B on a tie, a token at a
+  time) takes from it; about half from the front."""
+  rng, fronts, lost = random.Random(0), 0, 0
+  for _ in range(2000):
+    a, b = [0, rng.randint(1, 200)], [1000, rng.randint(1, 200)]
+    max_tokens = rng.randint(2, 250)
+    want = [a[1], b[1]]
+    while sum(want) > max_tokens:
+      want[0 if want[0] > want[1] else 1] -= 1
+    lost += a[1] + b[1] - sum(want)
+    before = a[0] + b[0]
+    pairs._truncate_pair(a, b, max_tokens, rng)
+    assert [a[1], b[1]] == want
+    fronts += a[0] + b[0] - before
+  assert lost > 50_000 and abs(fronts / lost - 0.5) < 0.01, (fronts, lost)
+
+
 def test_pairs_carry_word_starts():
   docs = [[words.mark(list(range(100 * d + 10, 100 * d + 40)),
                       [i % 2 == 0 for i in range(30)]) for _ in range(4)]
@@ -270,9 +288,14 @@ def test_rows_serialize_as_the_protos_they_encode():
   masks = [{"input_ids": [7] * sum(len(e.input_ids) for e in row),
             "masked_positions": list(range(k)), "masked_ids": [9000 + k] * k}
            for k, row in enumerate(rows)]  # the first row has no prediction
+  # The examples held in reverse, so the rows' indices gather them out of order.
+  flat = [e for row in rows for e in row]
+  examples = pairs.Examples.from_list(flat[::-1])
+  at = iter(range(len(flat) - 1, -1, -1))
+  indices = [[next(at) for _ in row] for row in rows]
   for whole_words in (False, True):
     for row_masks in (None, masks):
-      got = prepare.serialize_rows(rows, whole_words, row_masks)
+      got = prepare.serialize_rows(examples, indices, whole_words, row_masks)
       for row, record, m in zip(rows, got, row_masks or [{}] * len(rows)):
         values = {"input_ids": [t for e in row for t in e.input_ids],
                   "segment_ids": [t for e in row for t in e.segment_ids],

@@ -280,6 +280,7 @@ def test_bad_input_is_one_line_and_exit_2(args, words):
 # --- tpu_vm.sh: the remote commands, run by a local bash ----------------------------
 
 
+@pytest.mark.serial
 def test_remote_start_command_runs_the_job_detached_and_records_its_exit(tmp_path):
   """HOME = a fake worker: a venv whose bert-jax prints its cwd and args, waits for
   HOME/release, then exits 3."""

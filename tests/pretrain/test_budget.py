@@ -63,6 +63,7 @@ def _rows(workdir):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_training_stops_at_the_budget_and_a_resume_continues_the_schedule(
     tiny_config, tiny_data_dir, tmp_path):
   # The first step's compilation counts, so a few seconds cover a few steps.

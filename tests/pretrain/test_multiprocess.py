@@ -3,8 +3,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -14,8 +16,27 @@ import bert_jax
 from bert_jax.data import prepare
 from bert_jax.pretrain import loop as pretrain
 
+pytestmark = pytest.mark.serial  # gloo gives up after 30 s on a late process
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 10
+# bert-jax, but process 0 takes SLOW_SECONDS more to make the tokenizer: longer than
+# gloo's 30 s limit on a device collective, so the other process's wait only passes
+# on the key-value store (the multi-host crash of issue 18 took a prepare this slow).
+SLOW_SECONDS = 35
+SLOW_PREPARE = f"""
+import sys, time
+from bert_jax import main
+from bert_jax.data import tokenizer
+train = tokenizer.get_or_train
+def slow(*args, **kwargs):
+  time.sleep({SLOW_SECONDS})
+  return train(*args, **kwargs)
+if "--process_id=0" in sys.argv:
+  tokenizer.get_or_train = slow
+sys.argv[0] = "bert-jax"
+main.run()
+"""
 
 
 def _flags(workdir, data_dir, num_steps=STEPS):
@@ -26,14 +47,27 @@ def _flags(workdir, data_dir, num_steps=STEPS):
           "--config.optimizer.warmup_steps=2"]
 
 
-def _run(cmd, env_devices, **env):
+def _start(cmd, env_devices, **env) -> subprocess.Popen:
   env = {**os.environ, **env,
          "XLA_FLAGS": f"--xla_force_host_platform_device_count={env_devices}"}
   if "DEVICES_PER_PROCESS" in env:  # the processes of one job compile on their own
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
-  result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return result
+  # Its own process group, so a failing test can stop the launcher's children too.
+  return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen) -> None:
+  try:
+    _, stderr = proc.communicate(timeout=600)
+  finally:
+    _stop(proc)
+  assert proc.returncode == 0, stderr[-3000:]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+  if proc.poll() is None:
+    os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _config(tiny_config, data_dir, num_steps=STEPS):
@@ -54,22 +88,33 @@ def _losses(workdir):
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, tiny_config):
-  config = tiny_config.copy_and_resolve_references()
-  config.unlock()
-  config.data.max_documents = 300
-  prepare.run(config, str(tmp_path / "prep"))
   data_dir = str(tmp_path / "prep" / "data")
   one, two = tmp_path / "one", tmp_path / "two"
-
-  # The reference in this process: the CLI's multi-process path is what is tested.
-  pretrain.run(_config(tiny_config, data_dir), str(one))
   # The two processes prepare their fresh workdir themselves, each its share of the
-  # chunks (process 0 trains the tokenizer while process 1 waits on the key-value
-  # store): byte for byte what one process prepared in `prep`, but the timing.
+  # chunks (process 0 trains the tokenizer, slowly, while process 1 waits on the
+  # key-value store): byte for byte what one process prepares in `prep`, but the
+  # timing.
   flags = [f for f in _flags(two, data_dir) if "prepared_dir" not in f]
-  _run(["bash", f"{REPO}/launch/local_multiprocess.sh", "2", "pretrain", *flags,
-        "--config.data.max_documents=300"], 4, DEVICES_PER_PROCESS="4",
-       LOG_DIR=str(tmp_path), BERT_JAX=f"{sys.executable} -m bert_jax")
+  (tmp_path / "slow_prepare.py").write_text(SLOW_PREPARE)
+  began = time.monotonic()
+  job = _start(["bash", f"{REPO}/launch/local_multiprocess.sh", "2", "pretrain", *flags,
+                "--config.data.max_documents=300"], 4, DEVICES_PER_PROCESS="4",
+               LOG_DIR=str(tmp_path),
+               BERT_JAX=f"{sys.executable} {tmp_path}/slow_prepare.py")
+
+  # Meanwhile (the job mostly sleeps) the reference in this process: the CLI's
+  # multi-process path is what is tested.
+  try:
+    config = tiny_config.copy_and_resolve_references()
+    config.unlock()
+    config.data.max_documents = 300
+    prepare.run(config, str(tmp_path / "prep"))
+    pretrain.run(_config(tiny_config, data_dir), str(one))
+  except BaseException:
+    _stop(job)
+    raise
+  _finish(job)
+  assert time.monotonic() - began > SLOW_SECONDS  # the slow tokenizer did run
   prepared = {p: [(q / p).read_bytes() for q in (tmp_path / "prep", two)]
               for p in ["tokenizer/spm.model"] + [f"data/{n}" for n in os.listdir(data_dir)]}
   stats = [{k: v for k, v in json.loads(s).items() if k != "seconds"}

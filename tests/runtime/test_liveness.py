@@ -8,7 +8,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from bert_jax.runtime import liveness
+
+pytestmark = pytest.mark.serial  # timeouts of seconds against sleeps
 
 _SCRIPT = textwrap.dedent("""
     import os, sys, time

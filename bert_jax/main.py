@@ -8,7 +8,10 @@ per second of prepare, one JSON line), convert
 (`bert-jax convert --from {hf,tf1,orbax} SRC --to {orbax,hf} DST`), finetune (a new
 task head on a pretrained encoder: `--config configs/finetune.py:{classification,
 tagging,qa} --config.init_from=PATH`), predict (`--workdir DIR --input FILE --output
-FILE.jsonl` with a fine-tuned workdir).
+FILE.jsonl` with a fine-tuned workdir), embed (`--workdir DIR --input texts.txt
+--output emb.npy [--pooling cls|mean] [--max_length N]`: one L2-normalised embedding a
+line, and emb.npy.json saying what built it), search (`--workdir DIR --index emb.npy
+--texts texts.txt --query TEXT -k 10`: the nearest texts by cosine, `rank score text`).
 The work lives in library modules; this file only parses flags and dispatches.
 """
 
@@ -33,7 +36,7 @@ from ml_collections import config_flags  # noqa: E402
 from bert_jax.errors import InputError, TrainingStopped  # noqa: E402
 
 SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan", "benchmark", "convert",
-               "finetune", "predict")
+               "finetune", "predict", "embed", "search")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/pretrain.py:tiny.",
@@ -56,8 +59,20 @@ _FROM = flags.DEFINE_enum(
     "from", None, ["hf", "tf1", "orbax"],
     "convert: source format (HF dir, Google TF1 checkpoint dir, pretrain/Orbax dir).")
 _TO = flags.DEFINE_enum("to", None, ["orbax", "hf"], "convert: destination format.")
-_INPUT = flags.DEFINE_string("input", None, "predict: file in the task's training format.")
-_OUTPUT = flags.DEFINE_string("output", None, "predict: JSON lines written here.")
+_INPUT = flags.DEFINE_string(
+    "input", None, "predict: file in the task's training format; embed: one text a line.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "predict: JSON lines written here; embed: the .npy index (its "
+    "metadata goes beside it, OUTPUT.json).")
+_POOLING = flags.DEFINE_enum(
+    "pooling", "cls", ["cls", "mean"],
+    "embed: the [CLS] position's final hidden state, or the mean over the tokens.")
+_MAX_LENGTH = flags.DEFINE_integer(
+    "max_length", 128, "embed: tokens per text, [CLS] and [SEP] included (longer cut).")
+_INDEX = flags.DEFINE_string("index", None, "search: an index `embed` wrote (.npy).")
+_TEXTS = flags.DEFINE_string("texts", None, "search: the text file the index was made of.")
+_QUERY = flags.DEFINE_string("query", None, "search: the text to find neighbours of.")
+_K = flags.DEFINE_integer("k", 10, "search: how many nearest texts to print.")
 _WHAT = flags.DEFINE_enum(
     "what", "step", ["step", "input", "prepare"],
     "benchmark: what to time (step: the pretrain train step; input: the input "
@@ -112,6 +127,17 @@ def _dispatch(command: str, args=()) -> None:
     if not (workdir and _INPUT.value and _OUTPUT.value):
       raise InputError("predict needs --workdir, --input and --output")
     finetune.predict(workdir, _INPUT.value, _OUTPUT.value)
+  elif command == "embed":
+    from bert_jax.inference import index
+    if not (workdir and _INPUT.value and _OUTPUT.value):
+      raise InputError("embed needs --workdir, --input and --output")
+    index.embed(workdir, _INPUT.value, _OUTPUT.value, _POOLING.value, _MAX_LENGTH.value)
+  elif command == "search":
+    from bert_jax.inference import search
+    if not (workdir and _INDEX.value and _TEXTS.value and _QUERY.value is not None):
+      raise InputError("search needs --workdir, --index, --texts and --query")
+    search.print_results(search.search(workdir, _INDEX.value, _TEXTS.value,
+                                       _QUERY.value, _K.value))
   elif command == "demo":
     from bert_jax.tools import demo
     demo.run(workdir or "demo_workdir", config)

@@ -11,6 +11,7 @@ import shutil
 import sys
 
 from absl import flags
+import numpy as np
 import pytest
 
 from bert_jax import main as cli
@@ -19,8 +20,9 @@ from tests import synthetic_tasks as st
 PRETRAIN = "configs/pretrain.py:tiny"
 
 
-def run_cli(*args: str, capsys) -> tuple[int, str]:
-  """(exit code, stderr) of `bert-jax ARGS` run in this process."""
+def run_cli(*args: str, capsys, with_stdout: bool = False) -> tuple:
+  """(exit code, stderr) of `bert-jax ARGS` run in this process; with_stdout adds
+  what it printed: (exit code, stderr, stdout)."""
   argv = ["bert-jax", *args]
   flags.FLAGS.unparse_flags()
   for name in [n for n in flags.FLAGS if n.startswith("config.")]:
@@ -35,7 +37,8 @@ def run_cli(*args: str, capsys) -> tuple[int, str]:
   finally:
     sys.argv = saved
     flags.FLAGS.unparse_flags()
-  return code, capsys.readouterr().err
+  captured = capsys.readouterr()
+  return (code, captured.err, captured.out) if with_stdout else (code, captured.err)
 
 
 def checksums(root: str) -> dict:
@@ -88,11 +91,26 @@ def files(tmp_path_factory):
         os.remove(os.path.join(d, name))
   (root / "tokenizer_only" / "tokenizer").mkdir(parents=True)
   shutil.copy(run / "tokenizer" / "spm.model", root / "tokenizer_only" / "tokenizer")
+  from bert_jax.inference import index  # pylint: disable=g-import-not-at-top
+  (root / "two.txt").write_text("w1 red\nw2 blue\n")
+  three = ["w1 red", "w2 blue", "w3 green"]
+  (root / "three.txt").write_text("\n".join(three) + "\n")
+  # An index of three.txt made by some model that is not `run`.
+  index.write(str(root / "other.npy"), np.eye(3, 32, dtype=np.float32), {
+      "model": {"workdir": "/elsewhere", "step": 7, "fingerprint": "0" * 16},
+      "pooling": "cls", "max_length": 16, "count": 3, "dim": 32,
+      "texts": {"path": str(root / "three.txt"), "sha256": index.texts_hash(three)}})
   return root
 
 
 def _tiny(*overrides):
   return ("--config", PRETRAIN, *(f"--config.{o}" for o in overrides))
+
+
+def _search(texts: str) -> tuple[str, ...]:
+  """`search` of run's model in {root}/other.npy with {root}/TEXTS."""
+  return ("search", "--workdir", "{root}/run", "--index", "{root}/other.npy", "--texts",
+          f"{{root}}/{texts}", "--query", "w1 red")
 
 
 def _classify(init_from="run", train="train.csv", workdir="new"):
@@ -215,6 +233,15 @@ CASES = [
                                   "{root}/new"), "has no model section", "tuned"),
     ("convert_missing_source", ("convert", "--from", "hf", "{root}/nothing", "--to", "orbax",
                                 "{root}/new"), "is not a directory", None),
+    ("embed_empty_text_file", ("embed", "--workdir", "{root}/run", "--input",
+                               "{root}/empty.txt", "--output", "{root}/new.npy"),
+     "empty.txt holds no text", "run"),
+    ("embed_unknown_pooling", ("embed", "--workdir", "{root}/run", "--input",
+                               "{root}/three.txt", "--output", "{root}/new.npy",
+                               "--pooling", "max"), "--pooling=max", "run"),
+    ("search_rows_not_texts", _search("two.txt"), "two.txt has 2 texts, --index", "run"),
+    ("search_index_of_another_model", _search("three.txt"),
+     "was made by another model (/elsewhere step 7", "run"),
     ("benchmark_zero_steps", ("benchmark", *_tiny(), "--steps", "0"), "--steps", None),
     ("benchmark_prepare_without_workdir", ("benchmark", *_tiny(), "--what", "prepare"),
      "benchmark --what prepare needs --workdir", None),
@@ -241,6 +268,7 @@ def test_bad_input_is_one_line_and_changes_nothing(files, capsys, argv, fragment
     assert checksums(files / kept) == before
   assert not (files / "new").exists()
   assert not (files / "new.jsonl").exists()
+  assert not (files / "new.npy").exists()
 
 
 def test_verbose_shows_the_traceback(files, capsys):

@@ -47,7 +47,7 @@ TASKS = {"classification": classification, "tagging": tagging, "qa": qa}
 # for 10 epochs (issue 16's measurement).
 SIZE_DEFAULTS = ((128, 3e-3, 10), (256, 1e-3, 6), (512, 3e-4, 4), (768, 5e-5, 3),
                  (float("inf"), 3e-5, 3))
-SETUP_FILE = "finetune.json"  # task, labels, model shape, config: what predict needs
+SETUP_FILE = checkpoints.FINETUNE_FILE  # task, labels, model shape: what predict needs
 RESULTS_FILE = "eval_results.json"
 
 
@@ -56,16 +56,7 @@ def load_pretrained(path: str):
   if not path:
     raise InputError("init_from is required: a pretrain workdir, a converted Orbax "
                      "dir, or a Hugging Face / Google TF1 checkpoint directory")
-  if not epath.Path(path).exists():
-    raise InputError(f"init_from={path} does not exist")
-  try:
-    loaded = pretrained.from_pretrained(path)
-  except FileNotFoundError as e:
-    raise InputError(f"init_from={path}: {e}") from None
-  if loaded.tokenizer is None:
-    raise InputError(f"init_from={path} has no tokenizer (tokenizer/spm.model, "
-                     f"spm.model or vocab.txt): inputs could not be tokenized as in "
-                     f"pretraining")
+  loaded = pretrained.load(path, f"init_from={path}")
   return loaded.model.cfg, loaded.params, loaded.tokenizer
 
 

@@ -174,6 +174,13 @@ class BertEncoder(nn.Module):
       self.layers = [layer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
     self.pooler = _dense(cfg, (cfg.hidden_size,) * 2, ("embed", "embed_out"), "pooler")
 
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               deterministic=True):
+    """The bare encoder (a fine-tuned workdir's encoder is read back as one):
+    (sequence_output, pooled_output). Subclasses replace it with their heads."""
+    return self.encode(input_ids, token_type_ids, attention_mask,
+                       deterministic=deterministic)
+
   def encode(self, input_ids, token_type_ids=None, attention_mask=None,
              position_ids=None, deterministic=True, example_ids=None):
     """Runs embeddings and the encoder; returns (sequence_output, pooled_output).

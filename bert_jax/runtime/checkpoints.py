@@ -20,6 +20,9 @@ from bert_jax.errors import InputError, TrainingStopped
 from bert_jax.model import bert as model_lib
 
 CONFIG_FILE = "config.json"
+# A fine-tuned workdir's task, labels and model shape (written by finetune.loop; read
+# here too, so `from_pretrained` finds the encoder in it).
+FINETUNE_FILE = "finetune.json"
 
 
 def manager(workdir: str, keep: int = 3, async_save: bool = True, keep_best: int = 0,
@@ -176,16 +179,51 @@ def read_config(workdir: str) -> dict:
 def restore_params(workdir: str, config: dict, step: int | None = None):
   """(model, params) of a pretrain workdir's checkpoint, on the first local device."""
   model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config["model"]))
+  return model, _restore_on_first_device(workdir, model, step, whole=True)
+
+
+def restore_encoder(workdir: str, cfg: model_lib.BertConfig, step: int | None = None):
+  """(BertEncoder, params) of a fine-tuned workdir's checkpoint, on the first local
+  device: the task model's encoder groups, checked against `cfg`'s shapes, whatever
+  task head it was trained with (the head is left out)."""
+  model = model_lib.BertEncoder(cfg)
+  return model, _restore_on_first_device(workdir, model, step, whole=False)
+
+
+def _restore_on_first_device(workdir: str, model, step: int | None, whole: bool) -> dict:
+  """`model`'s params from WORKDIR's checkpoint (latest or `step`); with `whole`
+  False the checkpoint may hold more top-level groups, which are skipped."""
   mngr = manager(workdir, async_save=False)
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
+  target = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
       model_lib.abstract_params(model))
+  names = list(target)
   with _reading(mngr.directory, step):
+    if not whole:
+      saved = mngr.item_metadata(step)["params"].tree
+      check_shapes(shapes({k: saved[k] for k in target if k in saved}), shapes(target),
+                   f"the encoder of the checkpoint at step {step} in {mngr.directory}")
+      # The head too (Orbax restores whole trees; a head is small), dropped below.
+      head = {k: jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), v)
+              for k, v in saved.items() if k not in target}
+      target = {**head, **target}
     params = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract)))["params"]
+        params=ocp.args.StandardRestore(target)))["params"]
   mngr.close()
-  return model, params
+  return {k: params[k] for k in names}
+
+
+def latest_step(workdir: str) -> int | None:
+  """The latest complete checkpoint step of WORKDIR, None when it has none (no
+  checkpoints/ directory is made)."""
+  if not has_checkpoint(workdir):
+    return None
+  mngr = manager(workdir, async_save=False)
+  step = mngr.latest_step()
+  mngr.close()
+  return step

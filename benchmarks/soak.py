@@ -118,6 +118,7 @@ def soak(workdir: str, kills: int, steps: int, seed: int, data_dir: str = "") ->
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   shutil.rmtree(workdir, ignore_errors=True)
+  os.makedirs(workdir)
   data_dir = data_dir or _prepare(workdir)
 
   start = time.time()

@@ -11,7 +11,10 @@ tagging,qa} --config.init_from=PATH`), predict (`--workdir DIR --input FILE --ou
 FILE.jsonl` with a fine-tuned workdir), embed (`--workdir DIR --input texts.txt
 --output emb.npy [--pooling cls|mean] [--max_length N]`: one L2-normalised embedding a
 line, and emb.npy.json saying what built it), search (`--workdir DIR --index emb.npy
---texts texts.txt --query TEXT -k 10`: the nearest texts by cosine, `rank score text`).
+--texts texts.txt --query TEXT -k 10`: the nearest texts by cosine, `rank score text`),
+export (`--workdir DIR --output DIR [--export_dtype float32|bfloat16] [--export_batch N]
+[--max_length N]`: a serialized jax.export artifact of the model with its signature and
+tokenizer, which bert_jax/inference/serving.py runs without the model code).
 The work lives in library modules; this file only parses flags and dispatches.
 """
 
@@ -36,7 +39,7 @@ from ml_collections import config_flags  # noqa: E402
 from bert_jax.errors import InputError, TrainingStopped  # noqa: E402
 
 SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan", "benchmark", "convert",
-               "finetune", "predict", "embed", "search")
+               "finetune", "predict", "embed", "search", "export")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/pretrain.py:tiny.",
@@ -63,12 +66,19 @@ _INPUT = flags.DEFINE_string(
     "input", None, "predict: file in the task's training format; embed: one text a line.")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "predict: JSON lines written here; embed: the .npy index (its "
-    "metadata goes beside it, OUTPUT.json).")
+    "metadata goes beside it, OUTPUT.json); export: a new (or empty) directory.")
 _POOLING = flags.DEFINE_enum(
     "pooling", "cls", ["cls", "mean"],
     "embed: the [CLS] position's final hidden state, or the mean over the tokens.")
 _MAX_LENGTH = flags.DEFINE_integer(
-    "max_length", 128, "embed: tokens per text, [CLS] and [SEP] included (longer cut).")
+    "max_length", 128, "embed: tokens per text, [CLS] and [SEP] included (longer cut); "
+    "export: the artifact's sequence length.")
+_EXPORT_DTYPE = flags.DEFINE_enum(
+    "export_dtype", "float32", ["float32", "bfloat16"],
+    "export: weights and compute in this dtype (outputs stay float32).")
+_EXPORT_BATCH = flags.DEFINE_integer(
+    "export_batch", 0, "export: the artifact's batch size; 0: symbolic (any batch).",
+    lower_bound=0)
 _INDEX = flags.DEFINE_string("index", None, "search: an index `embed` wrote (.npy).")
 _TEXTS = flags.DEFINE_string("texts", None, "search: the text file the index was made of.")
 _QUERY = flags.DEFINE_string("query", None, "search: the text to find neighbours of.")
@@ -138,6 +148,12 @@ def _dispatch(command: str, args=()) -> None:
       raise InputError("search needs --workdir, --index, --texts and --query")
     search.print_results(search.search(workdir, _INDEX.value, _TEXTS.value,
                                        _QUERY.value, _K.value))
+  elif command == "export":
+    from bert_jax.inference import export
+    if not (workdir and _OUTPUT.value):
+      raise InputError("export needs --workdir and --output")
+    export.export(workdir, _OUTPUT.value, _EXPORT_BATCH.value or None, _MAX_LENGTH.value,
+                  _EXPORT_DTYPE.value)
   elif command == "demo":
     from bert_jax.tools import demo
     demo.run(workdir or "demo_workdir", config)

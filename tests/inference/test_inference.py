@@ -36,16 +36,19 @@ def loaded(workdir):
 
 
 def test_embeddings_are_normalised_and_batch_size_independent(loaded, capsys):
+  # One jitted function per (model, pooling) for the process: other tests may have
+  # compiled shapes of it before, so count what these calls add.
+  forward = encode_lib._forward(loaded.model, "cls")  # pylint: disable=protected-access
+  compiled = forward._cache_size()
   by_size = {b: bert_jax.encode(*loaded, TEXTS, batch_size=b) for b in (64, 3, 1)}
   emb = by_size[64]
   assert emb.shape == (20, 32) and emb.dtype == np.float32
   np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
   for b in (3, 1):
     np.testing.assert_allclose(by_size[b], emb, atol=1e-5)
-  # 8 devices: batches of 24 (one, padded) and of 8 (three, the last padded): one
-  # compile per batch shape, however many batches and texts.
-  forward = encode_lib._forward(loaded.model, "cls")  # pylint: disable=protected-access
-  assert forward._cache_size() == 2
+  # 8 devices: batches of 24 (one, padded) and of 8 (three, the last padded): at
+  # most one compile per batch shape, however many batches and texts.
+  assert forward._cache_size() - compiled <= 2
   assert len({tuple(r) for r in emb.round(4)}) == 20  # every text its own row
 
   bert_jax.encode(*loaded, TEXTS, batch_size=8, progress=True)

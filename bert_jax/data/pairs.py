@@ -270,11 +270,11 @@ def create_examples(docs: list[list[list[int]]], max_seq_length: int,
   docs = [d for d in docs if d]
   # The sentences as (start, length) in all of them end to end.
   lengths = [len(s) for d in docs for s in d]
-  spans, k = [], 0
-  for d, start in zip(docs, itertools.accumulate((len(d) for d in docs), initial=0)):
-    spans.append(list(zip(itertools.accumulate(lengths[start:start + len(d)],
-                                               initial=k), lengths[start:start + len(d)])))
-    k += sum(lengths[start:start + len(d)])
+  starts = list(itertools.accumulate(lengths, initial=0))
+  spans, k = [], 0  # k: the document's first sentence
+  for d in docs:
+    spans.append(list(zip(starts[k:k + len(d)], lengths[k:k + len(d)])))
+    k += len(d)
   flat = np.fromiter(itertools.chain.from_iterable(s for d in docs for s in d), np.int64,
                      sum(lengths))
   tokens, cls, sep = _with_specials(flat, special)

@@ -87,7 +87,7 @@ def _flat(lists) -> tuple[np.ndarray, list[int]]:
   return np.fromiter(itertools.chain.from_iterable(lists), np.int64, sum(lengths)), lengths
 
 
-def _varints(values: np.ndarray, per_row: list[int]) -> tuple[bytes, list[int]]:
+def _varints(values: np.ndarray, per_row: list[int]) -> tuple[bytes, np.ndarray]:
   """Non-negative ints as protobuf varints, end to end, and the byte offsets where
   the rows (of `per_row` values each) start, and where the last one ends."""
   v = values.astype(np.uint64)
@@ -102,8 +102,7 @@ def _varints(values: np.ndarray, per_row: list[int]) -> tuple[bytes, list[int]]:
   more = (byte < (size - 1)[:, None]).astype(v.dtype) << v.dtype.type(7)
   digits = (v[:, None] >> (v.dtype.type(7) * byte)) & v.dtype.type(0x7F) | more
   out = digits.astype(np.uint8)[byte < size[:, None]]
-  rows = np.concatenate([[0], ends])[np.cumsum([0] + per_row)]
-  return out.tobytes(), rows.tolist()
+  return out.tobytes(), np.concatenate([[0], ends])[np.cumsum([0] + per_row)]
 
 
 def serialize_rows(examples: pairs.Examples, rows: list[list[int]],
@@ -151,7 +150,6 @@ def serialize_rows(examples: pairs.Examples, rows: list[list[int]],
   piece_length = np.zeros_like(piece_start)
   for c, (name, (values, per)) in enumerate(columns.items(), 1):
     blob, bounds = _varints(values, per)
-    bounds = np.asarray(bounds, np.int64)
     payload = pooled(blob) + bounds[:-1], np.diff(bounds)
     header = headers(functools.partial(_entry_header, name), payload[1])
     (piece_start[:, 2 * c - 1], piece_length[:, 2 * c - 1]) = header

@@ -51,6 +51,7 @@ class BertConfig:
   param_dtype: str = "float32"
   remat: str = "none"
   scan_layers: bool = False
+  position_init: str = "normal"
 
   def __post_init__(self):
     if self.remat not in REMAT_POLICIES:
@@ -66,6 +67,21 @@ class BertConfig:
 def _init(cfg: BertConfig, axes):
   return nn.with_logical_partitioning(
       nn.initializers.truncated_normal(cfg.initializer_range), axes)
+
+
+def sinusoidal_init(scale: float):
+  """Initializer of a [positions, width] table with Vaswani et al.'s sinusoids at
+  std `scale`: row i + k is a fixed rotation of row i for every i, so one query/key
+  map can attend to "the token k to the left" at every position at once."""
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    positions, width = shape
+    freqs = 1.0 / 10_000 ** (jnp.arange(0, width, 2) / width)
+    angles = jnp.arange(positions)[:, None] * freqs[None, :]
+    table = jnp.zeros(shape).at[:, 0::2].set(jnp.sin(angles))
+    table = table.at[:, 1::2].set(jnp.cos(angles[:, :width // 2]))
+    return (table * scale * math.sqrt(2)).astype(dtype)  # sin's std is 1/sqrt(2)
+  return init
 
 
 def _zeros(axes):
@@ -102,8 +118,12 @@ class Embeddings(nn.Module):
         n, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         embedding_init=_init(cfg, axes), name=name)
     self.word_embeddings = embed(cfg.vocab_size, ("vocab", "embed"), "word_embeddings")
-    self.position_embeddings = embed(
-        cfg.max_position_embeddings, ("position", "embed"), "position_embeddings")
+    self.position_embeddings = nn.Embed(
+        cfg.max_position_embeddings, cfg.hidden_size, dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype, name="position_embeddings",
+        embedding_init=_init(cfg, ("position", "embed")) if cfg.position_init == "normal"
+        else nn.with_logical_partitioning(sinusoidal_init(cfg.initializer_range),
+                                          ("position", "embed")))
     self.token_type_embeddings = embed(
         cfg.type_vocab_size, ("token_type", "embed"), "token_type_embeddings")
     self.layer_norm = _layer_norm(cfg, "layer_norm")

@@ -110,3 +110,27 @@ def test_training_attention_equals_dot_product_attention(dtype, tol):
     got = layer.apply(params, x, mask, False, rngs={"dropout": keys[2]})
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
                                atol=tol * float(jnp.abs(want).max()))
+
+
+def test_sinusoidal_position_init_is_a_rotation_per_offset():
+  """Row i + k of the table is row i turned by angle k * freq in each (sin, cos)
+  pair, the same turn at every i: what lets one attention map find "k to the left"
+  everywhere from the start. Its std is the config's initializer_range, like the
+  other embeddings'; the logical axes are kept."""
+  cfg = _cfg("tiny", position_init="sinusoidal")
+  boxed = _abstract_params(cfg)["embeddings"]["position_embeddings"]["embedding"]
+  assert boxed.names == ("position", "embed")
+  table = np.asarray(model.sinusoidal_init(0.02)(None, (512, 128)))
+  pairs = table.reshape(512, 64, 2)  # (sin, cos) of angle i * freq_j
+  freqs = 1.0 / 10_000 ** (np.arange(0, 128, 2) / 128)
+  k = 3
+  turn = lambda a: np.stack([np.cos(a), np.sin(a)], -1)  # rotate (sin, cos) by a
+  c, s = turn(k * freqs)[..., 0], turn(k * freqs)[..., 1]
+  rotated = np.stack([pairs[:-k, :, 0] * c + pairs[:-k, :, 1] * s,
+                      pairs[:-k, :, 1] * c - pairs[:-k, :, 0] * s], -1)
+  np.testing.assert_allclose(rotated, pairs[k:], atol=1e-6)
+  assert 0.015 < table.std() < 0.021
+  params = model.BertForPreTraining(cfg).init(jax.random.key(0), jnp.ones((1, 8), jnp.int32))
+  np.testing.assert_allclose(
+      nn.meta.unbox(params)["params"]["embeddings"]["position_embeddings"]["embedding"],
+      model.sinusoidal_init(cfg.initializer_range)(None, (512, 128)), rtol=1e-6)

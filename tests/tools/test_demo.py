@@ -28,3 +28,15 @@ def test_a_workdir_of_another_demo_version_is_moved_aside(tmp_path):
   (work / "checkpoints" / "100").mkdir(parents=True)
   demo._fresh_if_other_version(demo.default_config(), str(work))  # pylint: disable=protected-access
   assert (work / "checkpoints" / "100").is_dir()
+
+
+def test_the_demo_computes_in_bfloat16_only_where_it_is_fast(tmp_path, monkeypatch):
+  cpuinfo = tmp_path / "cpuinfo"
+  monkeypatch.setattr(demo, "CPUINFO", str(cpuinfo))
+  cpuinfo.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16 sha_ni\n")
+  assert demo.fast_bfloat16() and demo.default_config().model.dtype == "bfloat16"
+  cpuinfo.write_text("processor : 0\nflags : fpu avx2 avx512f sha_ni\n")
+  assert not demo.fast_bfloat16() and demo.default_config().model.dtype == "float32"
+  cpuinfo.unlink()  # not Linux
+  assert not demo.fast_bfloat16()
+  assert demo.default_config().model.position_init == "sinusoidal"

@@ -4,17 +4,19 @@ Subcommands: prepare (corpus -> tokenizer + shards), pretrain (train/resume), de
 (prepare + pretrain tiny on the embedded corpus + accuracy report), plan (per-device
 memory of the train step for a mesh, compiled on emulated CPU devices), benchmark
 (`--what step`: throughput and MFU of the pretrain step, `--what prepare`: tokens
-per second of prepare, one JSON line), convert
+per second of prepare, `--what inference`: sentences/s and latency of a classifier
+beside transformers' Flax and PyTorch; one JSON line), convert
 (`bert-jax convert --from {hf,tf1,orbax} SRC --to {orbax,hf} DST`), finetune (a new
 task head on a pretrained encoder: `--config configs/finetune.py:{classification,
-tagging,qa} --config.init_from=PATH`), predict (`--workdir DIR --input FILE --output
+tagging,qa,similarity} --config.init_from=PATH`), predict (`--workdir DIR --input FILE --output
 FILE.jsonl` with a fine-tuned workdir), embed (`--workdir DIR --input texts.txt
 --output emb.npy [--pooling cls|mean] [--max_length N]`: one L2-normalised embedding a
 line, and emb.npy.json saying what built it), search (`--workdir DIR --index emb.npy
 --texts texts.txt --query TEXT -k 10`: the nearest texts by cosine, `rank score text`),
-export (`--workdir DIR --output DIR [--export_dtype float32|bfloat16] [--export_batch N]
-[--max_length N]`: a serialized jax.export artifact of the model with its signature and
-tokenizer, which bert_jax/inference/serving.py runs without the model code).
+export (`--workdir DIR --output DIR [--export_dtype float32|bfloat16|int8] [--export_batch N]
+[--max_length N] [--saved_model]`: a serialized jax.export artifact of the model with
+its signature and tokenizer, which bert_jax/inference/serving.py runs without the model
+code; --saved_model adds a TensorFlow SavedModel of it).
 The work lives in library modules; this file only parses flags and dispatches.
 """
 
@@ -74,20 +76,28 @@ _MAX_LENGTH = flags.DEFINE_integer(
     "max_length", 128, "embed: tokens per text, [CLS] and [SEP] included (longer cut); "
     "export: the artifact's sequence length.")
 _EXPORT_DTYPE = flags.DEFINE_enum(
-    "export_dtype", "float32", ["float32", "bfloat16"],
-    "export: weights and compute in this dtype (outputs stay float32).")
+    "export_dtype", "float32", ["float32", "bfloat16", "int8"],
+    "export: weights and compute in this dtype (outputs stay float32); int8: "
+    "per-channel int8 dense kernels, bfloat16 compute and other weights.")
 _EXPORT_BATCH = flags.DEFINE_integer(
     "export_batch", 0, "export: the artifact's batch size; 0: symbolic (any batch).",
     lower_bound=0)
+_SAVED_MODEL = flags.DEFINE_boolean(
+    "saved_model", False, "export: also write OUTPUT/saved_model/, a TensorFlow "
+    "SavedModel of the same module (jax2tf) with a serving_default signature; needs "
+    "TensorFlow.")
 _INDEX = flags.DEFINE_string("index", None, "search: an index `embed` wrote (.npy).")
 _TEXTS = flags.DEFINE_string("texts", None, "search: the text file the index was made of.")
 _QUERY = flags.DEFINE_string("query", None, "search: the text to find neighbours of.")
 _K = flags.DEFINE_integer("k", 10, "search: how many nearest texts to print.")
 _WHAT = flags.DEFINE_enum(
-    "what", "step", ["step", "input", "prepare"],
+    "what", "step", ["step", "input", "prepare", "inference"],
     "benchmark: what to time (step: the pretrain train step; input: the input "
     "pipeline on the prepared shards of --workdir, which it prepares if needed; "
-    "prepare: `prepare` on a synthetic corpus in --workdir, every process its share).")
+    "prepare: `prepare` on a synthetic corpus in --workdir, every process its share; "
+    "inference: a classifier of the config's size and model.dtype at "
+    "data.max_seq_length, batches of 32 and single sentences, beside transformers' "
+    "Flax and PyTorch when installed).")
 _CORPUS_MB = flags.DEFINE_float(
     "corpus_mb", 1024, "benchmark --what prepare: size of the synthetic corpus (MiB).",
     lower_bound=0.01)
@@ -153,7 +163,7 @@ def _dispatch(command: str, args=()) -> None:
     if not (workdir and _OUTPUT.value):
       raise InputError("export needs --workdir and --output")
     export.export(workdir, _OUTPUT.value, _EXPORT_BATCH.value or None, _MAX_LENGTH.value,
-                  _EXPORT_DTYPE.value)
+                  _EXPORT_DTYPE.value, saved_model=_SAVED_MODEL.value)
   elif command == "demo":
     from bert_jax.tools import demo
     demo.run(workdir or "demo_workdir", config)
@@ -167,6 +177,9 @@ def _dispatch(command: str, args=()) -> None:
     if workdir is None and not config.data.prepared_dir:
       raise InputError("benchmark --what input needs --workdir (or data.prepared_dir)")
     input_benchmark.run(config, workdir or config.data.prepared_dir)
+  elif command == "benchmark" and _WHAT.value == "inference":
+    from bert_jax.tools import inference_benchmark
+    inference_benchmark.run(config)
   elif command == "benchmark" and _WHAT.value == "prepare":
     from bert_jax.tools import prepare_benchmark
     if workdir is None:

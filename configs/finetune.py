@@ -10,7 +10,7 @@ import ml_collections
 
 from bert_jax.configs import pretrain
 
-TASKS = ("classification", "tagging", "qa")
+TASKS = ("classification", "tagging", "qa", "similarity")
 
 
 def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
@@ -20,7 +20,8 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   # classification (CSV/TSV/JSONL: text, optional text_pair, label), tagging (CoNLL,
-  # BIO tags) or qa (SQuAD v1.1/v2.0 JSON).
+  # BIO tags), qa (SQuAD v1.1/v2.0 JSON) or similarity (CSV/TSV/JSONL: text and its
+  # positive text_pair; a row without one is unsupervised SimCSE).
   c.task = arg
   # The pretrained model: anything bert_jax.from_pretrained reads (pretrain workdir,
   # converted Orbax dir, Hugging Face or Google TF1 directory). Its tokenizer is used.
@@ -78,6 +79,17 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
   c.train.seed = 0
   # Log training metrics every N steps.
   c.train.log_every = 50
+
+  if arg == "similarity":
+    c.similarity = ml_collections.ConfigDict()
+    # Sentence embedding: "mean" over the text's tokens or the final "cls" state
+    # (what `bert-jax embed --pooling` must then be given).
+    c.similarity.pooling = "mean"
+    # Softmax temperature of the in-batch contrastive loss over cosines (SimCSE's).
+    c.similarity.temperature = 0.05
+    # Hidden and attention dropout while training; replaces the checkpoint's. It is
+    # unsupervised SimCSE's only noise, so keep it above 0 for rows without a pair.
+    c.similarity.dropout = 0.1
 
   c.mesh = ml_collections.ConfigDict()
   # Device mesh shape over axes (data, fsdp, tensor); one -1 takes the remaining devices.

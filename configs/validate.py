@@ -19,6 +19,8 @@ MASKING = ("dynamic", "static")
 OPTIMIZERS = ("lamb", "adamw")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots_saveable")
+POOLINGS = ("cls", "mean")
+POSITION_INITS = ("normal", "sinusoidal")
 
 
 def _choice(key: str, value, choices) -> tuple:
@@ -63,6 +65,7 @@ def _pretrain(c, training: bool):
   yield _choice("model.dtype", m.dtype, DTYPES)
   yield _choice("model.param_dtype", m.param_dtype, DTYPES)
   yield _choice("model.remat", m.remat, REMAT)
+  yield _choice("model.position_init", m.position_init, POSITION_INITS)
 
   yield _choice("data.objective", d.objective, OBJECTIVES)
   yield _choice("data.masking", d.masking, MASKING)
@@ -137,6 +140,11 @@ def _finetune(c):
   yield t.epochs >= 0, f"train.epochs={t.epochs} must be 0 (by model size) or more"
   for key in ("batch_size", "eval_batch_size", "log_every"):
     yield t[key] >= 1, f"train.{key}={t[key]} must be at least 1"
+  if "similarity" in c:
+    s = c.similarity
+    yield _choice("similarity.pooling", s.pooling, POOLINGS)
+    yield s.temperature > 0, f"similarity.temperature={s.temperature} must be above 0"
+    yield 0 <= s.dropout < 1, f"similarity.dropout={s.dropout} must be in [0, 1)"
   yield from _mesh(c.mesh)
 
 

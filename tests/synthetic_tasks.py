@@ -131,3 +131,21 @@ def write_json(path, obj) -> str:
   with open(path, "w") as f:
     json.dump(obj, f)
   return str(path)
+
+
+def similarity_rows(n: int, seed: int) -> list[dict]:
+  """A text and its positive share a person, a city, an animal and a color (324
+  combinations), each among other filler words in another order; the model must
+  embed texts by those words to find a text's positive among the others'."""
+  rng = random.Random(seed)
+  rows = []
+  for _ in range(n):
+    keys = [rng.choice(PEOPLE), rng.choice(CITIES), rng.choice(ANIMALS),
+            rng.choice(COLORS)]
+
+    def side():
+      words = [rng.choice(FILLER) for _ in range(rng.randint(2, 6))] + keys
+      rng.shuffle(words)
+      return " ".join(words)
+    rows.append({"text": side(), "text_pair": side()})
+  return rows

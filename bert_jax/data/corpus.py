@@ -193,6 +193,12 @@ def untag_words(line: str) -> list[str]:
   return [w for w in words if w]
 
 
+def is_body(line: str) -> bool:
+  """Whether an untagged People's Daily line is body text (it ends a sentence), not
+  a headline, dateline or byline."""
+  return bool(_BODY_END.search(line))
+
+
 def peoples_daily_lines() -> Iterator[list[str]]:
   """The embedded corpus's articles, each as its tagged lines ('迈向/v  充满/v ...').
 
@@ -205,7 +211,7 @@ def peoples_daily_lines() -> Iterator[list[str]]:
       line = "".join(untag_words(raw))
       if not line:
         continue
-      body = bool(_BODY_END.search(line))
+      body = is_body(line)
       if not body and prev_body and doc:
         yield doc
         doc = []

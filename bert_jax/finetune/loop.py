@@ -7,9 +7,10 @@ WORKDIR/eval_results.json with the final and best metrics. predict: the kept par
 on a new file -> one JSON line per example.
 
 The step, mesh and shardings are the shared runtime's (bert_jax.runtime.setup); the
-task brings its loss. A task (classification, tagging, qa) is a module with read /
-label_list / num_outputs / featurize / loss / evaluate / predictions, PER_TOKEN and
-BEST_METRIC.
+task brings its loss. A task (classification, tagging, qa, similarity) is a module
+with read / label_list / num_outputs / featurize / loss / evaluate / predictions,
+PER_TOKEN and BEST_METRIC; optionally make_model(cfg, config) (default: the encoder
+plus a linear head), make_loss(config) (default: its `loss`) and check_eval(examples).
 """
 
 import dataclasses
@@ -30,7 +31,7 @@ from bert_jax.configs import validate
 from bert_jax.data import tokenizer
 from bert_jax.errors import InputError
 from bert_jax.finetune import features, step as finetune_step
-from bert_jax.finetune.tasks import classification, qa, tagging
+from bert_jax.finetune.tasks import classification, qa, similarity, tagging
 from bert_jax.interop import pretrained
 from bert_jax.model import bert as model_lib, task_model
 from bert_jax.runtime import (checkpoints, optimizer, outputs, setup as setup_lib,
@@ -38,7 +39,8 @@ from bert_jax.runtime import (checkpoints, optimizer, outputs, setup as setup_li
 
 log = logging.getLogger(__name__)
 
-TASKS = {"classification": classification, "tagging": tagging, "qa": qa}
+TASKS = {"classification": classification, "tagging": tagging, "qa": qa,
+         "similarity": similarity}
 
 # (widest hidden_size, peak learning rate, epochs) for a config that leaves them at 0.
 # BERT-base and -large take 2e-5 ... 5e-5 for 2-4 epochs (Devlin et al. 2019); the
@@ -106,12 +108,21 @@ def _manager(workdir: str, best_metric: str) -> ocp.CheckpointManager:
                              best_metric=best_metric)
 
 
+def make_model(task, cfg: model_lib.BertConfig, labels, config):
+  """The task's model: its own (make_model), or the encoder plus a linear head."""
+  if hasattr(task, "make_model"):
+    return task.make_model(cfg, config)
+  return task_model.BertWithHead(cfg, num_outputs=task.num_outputs(labels),
+                                 per_token=task.PER_TOKEN)
+
+
 def setup(config, model, task, num_steps: int = 1) -> setup_lib.Setup:
   """The runtime's Setup for fine-tuning `model` on `task` for `num_steps`."""
   tx, lr_fn = optimizer.make(config.optimizer, num_steps)
+  task_loss = task.make_loss(config) if hasattr(task, "make_loss") else task.loss
   return setup_lib.build(
       config.mesh, model, tx, lr_fn,
-      functools.partial(finetune_step.loss, model=model, task_loss=task.loss),
+      functools.partial(finetune_step.loss, model=model, task_loss=task_loss),
       seq_len=config.data.max_seq_length,
       batch_sizes={"train.batch_size": config.train.batch_size,
                    "train.eval_batch_size": config.train.eval_batch_size})
@@ -195,13 +206,14 @@ def run(config, workdir: str) -> dict:
   train_ex = task.read(config.train_file)
   labels = task.label_list(train_ex)
   eval_ex = task.read(config.eval_file)
+  if hasattr(task, "check_eval"):
+    task.check_eval(eval_ex)
   train_arrays, _, train_counts = _featurize(
       task, train_ex, tok, labels, config, config.train_file)
   eval_arrays, eval_meta, eval_counts = _featurize(
       task, eval_ex, tok, labels, config, config.eval_file)
 
-  model = task_model.BertWithHead(cfg, num_outputs=task.num_outputs(labels),
-                                  per_token=task.PER_TOKEN)
+  model = make_model(task, cfg, labels, config)
   steps_per_epoch = math.ceil(features.num_rows(train_arrays) / config.train.batch_size)
   num_steps = config.train.epochs * steps_per_epoch
   s = setup(config, model, task, num_steps)
@@ -264,9 +276,8 @@ def restore(workdir: str):
   saved = json.loads(path.read_text())
   config = ml_collections.ConfigDict(checkpoints.read_config(workdir))
   task = TASKS[saved["task"]]
-  model = task_model.BertWithHead(model_lib.BertConfig.from_dict(saved["model"]),
-                                  num_outputs=task.num_outputs(saved["labels"]),
-                                  per_token=task.PER_TOKEN)
+  model = make_model(task, model_lib.BertConfig.from_dict(saved["model"]),
+                     saved["labels"], config)
   s = setup(config, model, task)
   mngr = _manager(workdir, task.BEST_METRIC)
   step = mngr.latest_step()  # the only one kept: the best

@@ -12,16 +12,16 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import tqdm
 
 from bert_jax.errors import InputError
 from bert_jax.finetune import features
+from bert_jax.model import task_model
 from bert_jax.runtime import sharding
 
-POOLINGS = ("cls", "mean")
+POOLINGS = task_model.POOLINGS
 # Activations' logical "batch" axis on the mesh's "data" axis; the rest unsharded.
 _RULES = (("batch", "data"),)
 
@@ -34,19 +34,6 @@ def data_parallel() -> tuple[NamedSharding, NamedSharding]:
   return NamedSharding(mesh, P("data")), sharding.replicated(mesh)
 
 
-def pool(sequence: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
-  """[B, S, H] final hidden states -> [B, H] L2-normalised float32: the [CLS]
-  position's ("cls") or the mean over the tokens where `mask` is 1 ("mean")."""
-  sequence = sequence.astype(jnp.float32)
-  if pooling == "cls":
-    pooled = sequence[:, 0]
-  else:
-    weights = mask.astype(jnp.float32)[..., None]
-    pooled = (sequence * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
-  norm = jnp.linalg.norm(pooled, axis=-1, keepdims=True)
-  return pooled / jnp.maximum(norm, 1e-12)
-
-
 @functools.lru_cache(maxsize=None)
 def _forward(model: nn.Module, pooling: str):
   """The jitted params, batch -> embeddings of one (model, pooling): cached, so
@@ -57,7 +44,7 @@ def _forward(model: nn.Module, pooling: str):
     sequence, _ = model.apply(
         {"params": params}, batch["input_ids"], batch["token_type_ids"],
         batch["attention_mask"], deterministic=True, method="encode")
-    return pool(sequence, batch["attention_mask"], pooling)
+    return task_model.pool(sequence, batch["attention_mask"], pooling)
 
   return jax.jit(forward, in_shardings=(replicated, rows), out_shardings=replicated)
 

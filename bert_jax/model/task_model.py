@@ -1,4 +1,5 @@
-"""Fine-tuning models: the pretrained encoder plus one new linear task head.
+"""Fine-tuning models: the pretrained encoder plus one new linear task head, or the
+encoder alone as a sentence embedder (`BertEmbedder`, for contrastive training).
 
 The encoder params keep the names they have in `BertForPreTraining` (`embeddings`,
 `layer_i` / `layers`, `pooler`), so a pretrained checkpoint's encoder drops into a task
@@ -6,12 +7,14 @@ model as it is; only `classifier` is new.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from bert_jax.model import bert as model_lib
 
 # Top-level param groups restored from a pretrained checkpoint; the rest is the head.
 ENCODER_GROUPS = ("embeddings", "layers", "pooler")
+POOLINGS = ("cls", "mean")
 
 
 def is_encoder(name: str) -> bool:
@@ -41,3 +44,36 @@ class BertWithHead(model_lib.BertEncoder):
     h = sequence if self.per_token else pooled
     h = self.dropout(h, deterministic=deterministic)
     return self.classifier(h).astype(jnp.float32)
+
+
+def pool(sequence: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
+  """[..., S, H] final hidden states -> [..., H] L2-normalised float32: the [CLS]
+  position's ("cls") or the mean over the tokens where `mask` is 1 ("mean")."""
+  sequence = sequence.astype(jnp.float32)
+  if pooling == "cls":
+    pooled = sequence[..., 0, :]
+  else:
+    weights = mask.astype(jnp.float32)[..., None]
+    pooled = (sequence * weights).sum(-2) / jnp.maximum(weights.sum(-2), 1.0)
+  norm = jnp.linalg.norm(pooled, axis=-1, keepdims=True)
+  return pooled / jnp.maximum(norm, 1e-12)
+
+
+class BertEmbedder(model_lib.BertEncoder):
+  """The encoder as a sentence embedder: inputs [..., S] (e.g. [B, 2, S], a text and
+  its positive) -> pooled, L2-normalised float32 embeddings [..., H]. No new params.
+
+  The leading axes are flattened into rows before the encoder, so with dropout on,
+  the two copies of one text (unsupervised SimCSE) get different masks."""
+  pooling: str = "mean"
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               deterministic=True):
+    lead, seq = input_ids.shape[:-1], input_ids.shape[-1]
+    flat = lambda x: None if x is None else x.reshape(-1, seq)
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    sequence, _ = self.encode(flat(input_ids), flat(token_type_ids),
+                              flat(attention_mask), deterministic=deterministic)
+    embedding = pool(sequence, flat(attention_mask), self.pooling)
+    return embedding.reshape(*lead, embedding.shape[-1])

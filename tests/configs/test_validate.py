@@ -40,6 +40,7 @@ PRETRAIN_RULES = [
     (dict(model__dtype="float8"), "model.dtype='float8'"),
     (dict(model__param_dtype="int8"), "model.param_dtype='int8'"),
     (dict(model__remat="some"), "model.remat='some'"),
+    (dict(model__position_init="rope"), "model.position_init='rope'"),
     (dict(data__objective="mlm"), "data.objective='mlm'"),
     (dict(data__masking="random"), "data.masking='random'"),
     (dict(data__max_seq_length=4), "data.max_seq_length=4 must be at least 5"),
@@ -106,6 +107,9 @@ FINETUNE_RULES = [
     (("tagging", dict(train__eval_batch_size=0)), "train.eval_batch_size=0"),
     (("tagging", dict(train__log_every=0)), "train.log_every=0"),
     (("tagging", dict(mesh__shape=(2, 2))), "needs 3 sizes"),
+    (("similarity", dict(similarity__pooling="max")), "similarity.pooling='max'"),
+    (("similarity", dict(similarity__temperature=0.0)), "similarity.temperature=0.0"),
+    (("similarity", dict(similarity__dropout=1.0)), "similarity.dropout=1.0"),
 ]
 
 
@@ -148,7 +152,8 @@ def test_every_shipped_config_passes():
 def test_choices_match_the_code_that_uses_them():
   # pylint: disable=g-import-not-at-top
   from bert_jax.data import pairs, tokenizer
-  from bert_jax.model import bert
+  from bert_jax.model import bert, task_model
   assert validate.NUM_SPECIAL == tokenizer.NUM_SPECIAL
   assert set(validate.OBJECTIVES) == set(pairs.OBJECTIVES)
   assert set(validate.REMAT) == set(bert.REMAT_POLICIES)
+  assert set(validate.POOLINGS) == set(task_model.POOLINGS)

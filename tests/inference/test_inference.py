@@ -67,7 +67,7 @@ def test_cls_and_mean_differ_and_mean_ignores_padding(loaded):
   rng = np.random.default_rng(0)
   sequence = rng.normal(size=(2, 6, 4)).astype(np.float32)
   mask = np.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
-  pooled = np.asarray(encode_lib.pool(sequence, mask, "mean"))
+  pooled = np.asarray(task_model.pool(sequence, mask, "mean"))
   want = sequence[0, :3].mean(0)
   np.testing.assert_allclose(pooled[0], want / np.linalg.norm(want), rtol=1e-5)
   with pytest.raises(InputError, match=r"pooling 'max'; choose one of \['cls', 'mean'\]"):

@@ -77,3 +77,39 @@ def test_input_benchmark_prints_every_field(tiny_config, tmp_path, capsys):
   assert 0 <= result["padding_fraction"] < 0.2  # packed rows
   assert result["tokens_per_sec"] == pytest.approx(result["seqs_per_sec"] * 128, rel=1e-3)
   assert result["peer"]["seqs_per_sec"] > 0 and result["ratio_vs_peer"] > 0
+
+
+def test_inference_benchmark_times_ours_and_the_flax_peer(tiny_config, capsys):
+  from bert_jax.tools import inference_benchmark  # pylint: disable=g-import-not-at-top
+  config = tiny_config.copy_and_resolve_references()
+  config.data.max_seq_length = 16
+  result = inference_benchmark.run(config, rounds=1, calls=2, batch=4,
+                                   peers=("hf_flax",))
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert printed == result and result["what"] == "inference"
+  assert result["sentences_per_sec"] > 0 and result["latency_ms_batch1"] > 0
+  assert set(result["peers"]) == {"hf_flax"} and result["peers"]["hf_flax"] > 0
+  assert result["throughput_ratio"]["hf_flax"] == pytest.approx(
+      result["sentences_per_sec"] / result["peers"]["hf_flax"], rel=2e-2)
+  assert result["timed_calls"] == 2 and result["missing_peers"] == []
+
+
+def test_inference_benchmark_models_agree_on_the_same_weights():
+  """The runners time the same computation: the HF Flax classifier with our
+  weights (converted) gives our logits, so the comparison is like for like."""
+  # pylint: disable=g-import-not-at-top
+  from bert_jax.interop import convert
+  from bert_jax.model import bert as model_lib
+  from bert_jax.tools import inference_benchmark as ib
+  cfg = model_lib.BertConfig(vocab_size=64, num_layers=2, hidden_size=32, num_heads=2,
+                             intermediate_size=64, max_position_embeddings=32)
+  ours, peer = ib.Ours(cfg), ib.HFFlax(cfg)
+  batch = ib.inputs(3, 16, cfg.vocab_size)
+  # to_hf_params maps a pretraining tree: the heads we lack are placeholders.
+  dense = {"kernel": 0, "bias": 0}
+  hf = convert.to_hf_params({**ours.params, "mlm_output_bias": 0, "nsp": dense,
+                             "mlm_transform": dense,
+                             "mlm_layer_norm": {"scale": 0, "bias": 0}}, cfg)
+  peer.model.params = {"bert": hf["bert"], "classifier": ours.params["classifier"]}
+  np.testing.assert_allclose(np.asarray(peer.prepare(batch)()),
+                             np.asarray(ours.prepare(batch)()), atol=1e-4)

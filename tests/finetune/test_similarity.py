@@ -2,6 +2,8 @@
 metrics by hand, SimCSE's dropout noise, and an end-to-end run that learns to
 retrieve, exports and reads back as an encoder."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,7 +94,8 @@ def test_contrastive_fine_tuning_learns_to_retrieve(tmp_path):
   # The workdir's encoder is what from_pretrained and encode read: its mean-pooled
   # embeddings give the same ranking metrics.
   model, params, tok = bert_jax.from_pretrained(workdir)
-  rows = [r for r in map(__import__("json").loads, open(test))]
+  with open(test) as f:
+    rows = [json.loads(line) for line in f]
   q = bert_jax.encode(model, params, tok, [r["text"] for r in rows], pooling="mean",
                       max_length=32)
   d = bert_jax.encode(model, params, tok, [r["text_pair"] for r in rows],

@@ -89,8 +89,9 @@ def test_inference_benchmark_times_ours_and_the_flax_peer(tiny_config, capsys):
   assert printed == result and result["what"] == "inference"
   assert result["sentences_per_sec"] > 0 and result["latency_ms_batch1"] > 0
   assert set(result["peers"]) == {"hf_flax"} and result["peers"]["hf_flax"] > 0
+  # The ratio is printed to 2 decimals.
   assert result["throughput_ratio"]["hf_flax"] == pytest.approx(
-      result["sentences_per_sec"] / result["peers"]["hf_flax"], rel=2e-2)
+      result["sentences_per_sec"] / result["peers"]["hf_flax"], abs=0.01)
   assert result["timed_calls"] == 2 and result["missing_peers"] == []
 
 

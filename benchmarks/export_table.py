@@ -23,15 +23,7 @@ import numpy as np
 from bert_jax.finetune import loop as finetune
 from bert_jax.finetune.tasks import classification
 from bert_jax.inference import export, serving
-
-
-def _timed(call, n: int) -> list[float]:
-  out = []
-  for _ in range(n):
-    start = time.perf_counter()
-    call()
-    out.append(time.perf_counter() - start)
-  return out
+from bert_jax.tools import benchmark
 
 
 def main():
@@ -72,10 +64,10 @@ def main():
   batches = {1: [x[:1] for x in inputs], 32: [x[:32] for x in inputs]}
   times = {(d, b): [] for d in served for b in batches}
   for (dtype, b) in times:
-    _timed(lambda: served[dtype](*batches[b]), 2)  # compile, warm up
+    benchmark.time_steps(lambda: served[dtype](*batches[b]), 2)  # compile, warm up
   for _ in range(args.rounds):
     for (dtype, b) in times:
-      times[dtype, b] += _timed(lambda: served[dtype](*batches[b]), args.calls)
+      times[dtype, b] += benchmark.time_steps(lambda: served[dtype](*batches[b]), args.calls)
   for dtype, row in rows.items():
     row["latency_ms_batch1"] = round(statistics.median(times[dtype, 1]) * 1e3, 2)
     row["sentences_per_sec_batch32"] = round(32 / statistics.median(times[dtype, 32]), 1)

@@ -22,6 +22,7 @@ body; BM25 indexes whole bodies.
 """
 
 import argparse
+import collections
 import json
 import os
 import time
@@ -65,9 +66,7 @@ def unique_headlines(pairs: list) -> list[tuple[str, str]]:
   """The pairs whose headline occurs once among them (a repeated one, such as a
   photo caption's, cannot say which body it wants)."""
   pairs = [p for p in pairs if p is not None]
-  counts = {}
-  for headline, _ in pairs:
-    counts[headline] = counts.get(headline, 0) + 1
+  counts = collections.Counter(headline for headline, _ in pairs)
   return [p for p in pairs if counts[p[0]] == 1]
 
 

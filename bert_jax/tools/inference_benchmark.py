@@ -93,14 +93,10 @@ class Torch:
 
 
 def _hf_config(cfg: model_lib.BertConfig):
+  """transformers' BertConfig of `cfg` (the one our HF export writes), two labels."""
   import transformers  # pylint: disable=g-import-not-at-top
-  return transformers.BertConfig(
-      vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-      num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-      intermediate_size=cfg.intermediate_size,
-      max_position_embeddings=cfg.max_position_embeddings,
-      type_vocab_size=cfg.type_vocab_size, hidden_act="gelu",
-      layer_norm_eps=cfg.layer_norm_eps, num_labels=NUM_LABELS)
+  from bert_jax.interop import convert  # pylint: disable=g-import-not-at-top
+  return transformers.BertConfig(**convert.config_to_hf(cfg), num_labels=NUM_LABELS)
 
 
 def _runners(cfg: model_lib.BertConfig, peers: tuple[str, ...]):

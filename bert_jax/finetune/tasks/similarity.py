@@ -27,21 +27,13 @@ BEST_METRIC = "mrr"
 RECALL_AT = (1, 10)
 
 
-@dataclasses.dataclass(frozen=True)
-class Example:
-  text: str
-  text_pair: str | None
-  where: str  # file:line, for error messages
-
-
-def read(path: str, labelled: bool = True) -> list[Example]:
+def read(path: str, labelled: bool = True) -> list[classification.Example]:
   """Examples of a file: `text` and an optional `text_pair` (labels are ignored)."""
   del labelled  # a text's positive is its label; unsupervised rows have none
-  return [Example(e.text, e.text_pair, e.where)
-          for e in classification.read(path, labelled=False)]
+  return classification.read(path, labelled=False)
 
 
-def check_eval(examples: list[Example]) -> None:
+def check_eval(examples: list[classification.Example]) -> None:
   """Evaluation ranks positives: every eval row needs one."""
   missing = next((e for e in examples if e.text_pair is None), None)
   if missing is not None:
@@ -49,7 +41,7 @@ def check_eval(examples: list[Example]) -> None:
                      "to retrieve)")
 
 
-def label_list(examples: list[Example]) -> list[str]:
+def label_list(examples: list[classification.Example]) -> list[str]:
   del examples
   return []
 
@@ -70,7 +62,7 @@ def make_loss(config):
   return functools.partial(loss, temperature=config.similarity.temperature)
 
 
-def featurize(examples: list[Example], tok, labels, data_config):
+def featurize(examples: list[classification.Example], tok, labels, data_config):
   """(arrays, meta, counts): [N, 2, S] model inputs, a text and its positive (the
   text again where there is no pair)."""
   del labels

@@ -47,9 +47,11 @@ def crf_f1(train, test) -> dict:
   return {**out, "seconds": round(time.time() - start, 1)}
 
 
-def fine_tune(pretrained, train_file, test_file, workdir, init_encoder) -> dict:
+def fine_tune(pretrained, train_file, test_file, workdir, init_encoder,
+              learning_rate: float = 0.0) -> dict:
   c = finetune_configs.get_config("tagging")  # its defaults, by model size
   c.init_from, c.init_encoder = pretrained, init_encoder
+  c.optimizer.learning_rate = learning_rate  # 0: by model size
   c.train_file, c.eval_file = train_file, test_file
   start = time.time()
   results = finetune.run(c, workdir)

@@ -16,7 +16,10 @@ line, and emb.npy.json saying what built it), search (`--workdir DIR --index emb
 export (`--workdir DIR --output DIR [--export_dtype float32|bfloat16|int8] [--export_batch N]
 [--max_length N] [--saved_model]`: a serialized jax.export artifact of the model with
 its signature and tokenizer, which bert_jax/inference/serving.py runs without the model
-code; --saved_model adds a TensorFlow SavedModel of it).
+code; --saved_model adds a TensorFlow SavedModel of it), distill (`--config
+configs/distill.py:STUDENT --config.teacher=DIR`: a student pretrained against a
+teacher's MLM distribution, or `:classification` / `:tagging` with a fine-tuned
+teacher and the student's encoder in init_from: task distillation).
 The work lives in library modules; this file only parses flags and dispatches.
 """
 
@@ -41,7 +44,7 @@ from ml_collections import config_flags  # noqa: E402
 from bert_jax.errors import InputError, TrainingStopped  # noqa: E402
 
 SUBCOMMANDS = ("prepare", "pretrain", "demo", "plan", "benchmark", "convert",
-               "finetune", "predict", "embed", "search", "export")
+               "finetune", "predict", "embed", "search", "export", "distill")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file and variant, e.g. configs/pretrain.py:tiny.",
@@ -194,6 +197,16 @@ def _dispatch(command: str, args=()) -> None:
   elif command == "finetune":
     from bert_jax.finetune import loop as finetune
     finetune.run(config, workdir)
+  elif command == "distill" and "task" in config:
+    from bert_jax.finetune import loop as finetune
+    if "distill" not in config:
+      raise InputError("distill needs --config configs/distill.py:STUDENT or :TASK")
+    finetune.run(config, workdir)
+  elif command == "distill":
+    from bert_jax.distill import pretrain as distill
+    if "distill" not in config:
+      raise InputError("distill needs --config configs/distill.py:STUDENT or :TASK")
+    distill.run(config, workdir)
   elif command == "prepare":
     from bert_jax.data import prepare
     prepare.run(config, workdir, overwrite=_OVERWRITE.value)

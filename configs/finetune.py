@@ -53,7 +53,7 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
   # "adamw" (as BERT's fine-tuning recipe) or "lamb".
   c.optimizer.name = "adamw"
   # Peak learning rate, reached at the end of warm-up; 0: by the model's width
-  # (finetune.loop.SIZE_DEFAULTS: 3e-3 for tiny ... 5e-5 for base, as small models
+  # (finetune.loop.SIZE_DEFAULTS: 1e-3 for tiny ... 5e-5 for base, as small models
   # need far larger rates than BERT-base's 2e-5 ... 5e-5).
   c.optimizer.learning_rate = 0.0
   # Fraction of all steps spent warming up linearly; then linear decay to 0.

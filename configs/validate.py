@@ -6,6 +6,8 @@ known choices and the rules between fields. The ConfigDict already enforces type
 names as a user types them on the command line.
 """
 
+import itertools
+
 from bert_jax.configs.finetune import TASKS
 from bert_jax.errors import InputError
 
@@ -21,6 +23,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots_saveable")
 POOLINGS = ("cls", "mean")
 POSITION_INITS = ("normal", "sinusoidal")
+DISTILL_TASKS = ("classification", "tagging")
 
 
 def _choice(key: str, value, choices) -> tuple:
@@ -148,10 +151,34 @@ def _finetune(c):
   yield from _mesh(c.mesh)
 
 
+def _distill(c):
+  d = c.distill
+  if "task" in c:
+    yield (c.task in DISTILL_TASKS, f"task={c.task!r}: task distillation runs "
+           f"{', '.join(DISTILL_TASKS)} (soft targets per row or per token)")
+  yield d.temperature > 0, f"distill.temperature={d.temperature} must be above 0"
+  weights = [k for k in ("kl_weight", "hard_weight", "hidden_weight", "attention_weight")
+             if k in d]
+  for key in weights:
+    yield d[key] >= 0, f"distill.{key}={d[key]} must be 0 or more"
+  yield (d.kl_weight > 0 or any(d[k] > 0 for k in weights if k != "hard_weight"),
+         "distill: every teacher loss weight is 0 (kl_weight, hidden_weight, "
+         "attention_weight): that is training without a teacher")
+  yield (d.teacher_dtype in ("",) + DTYPES,
+         f"distill.teacher_dtype={d.teacher_dtype!r}; choose one of "
+         f"{', '.join(DTYPES)}, or '' (the student's)")
+  if "init_from_teacher" in d:
+    yield (not (d.init_from_teacher and c.init_from),
+           "distill.init_from_teacher and init_from both say where the student starts: "
+           "set one")
+
+
 def check(config, training: bool = True) -> None:
   """Raises InputError for the first rule `config` (pretraining or fine-tuning) breaks.
   `training=False` (prepare) leaves out the rules on how training reads the shards."""
   rules = _finetune(config) if "task" in config else _pretrain(config, training)
+  if "distill" in config:
+    rules = itertools.chain(rules, _distill(config))
   for ok, message in rules:
     if not ok:
       raise InputError(message)

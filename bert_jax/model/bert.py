@@ -64,6 +64,24 @@ class BertConfig:
     return cls(**{k: v for k, v in dict(d).items() if k in names})
 
 
+# The collection each layer sows its output into (see layer_outputs).
+HIDDEN_STATES = "hidden_states"
+
+
+def layer_outputs(collection: dict) -> list:
+  """The sown per-layer values of one collection (HIDDEN_STATES or attention.MAPS),
+  in layer order, from either layer layout: `layer_i` subtrees, or the scanned
+  `layers` subtree whose values carry a leading [num_layers] axis."""
+  def leaf(tree):
+    return jax.tree.leaves(tree)[0]  # the one value sown under the layer
+  if "layers" in collection:
+    stacked = leaf(collection["layers"])
+    return [stacked[i] for i in range(stacked.shape[0])]
+  names = sorted((k for k in collection if k.startswith("layer_")),
+                 key=lambda k: int(k.split("_")[1]))
+  return [leaf(collection[k]) for k in names]
+
+
 def _init(cfg: BertConfig, axes):
   return nn.with_logical_partitioning(
       nn.initializers.truncated_normal(cfg.initializer_range), axes)
@@ -167,7 +185,11 @@ class EncoderLayer(nn.Module):
     h = nn.gelu(h, approximate=False)
     h = _dense(cfg, (cfg.intermediate_size, cfg.hidden_size), ("mlp", "embed"), "output")(h)
     h = dropout.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
-    return _constrain(_layer_norm(cfg, "output_layer_norm")(x + h))
+    x = _constrain(_layer_norm(cfg, "output_layer_norm")(x + h))
+    # Kept only when the caller makes the collection mutable (distillation's hidden
+    # states); otherwise sow is a no-op.
+    self.sow(HIDDEN_STATES, "state", x)
+    return x
 
 
 class BertEncoder(nn.Module):
@@ -231,7 +253,8 @@ class BertEncoder(nn.Module):
       return layer(carry, mask, deterministic), None
 
     scan = nn.scan(
-        body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+        body, variable_axes={"params": 0, HIDDEN_STATES: 0, attention.MAPS: 0},
+        split_rngs={"params": True, "dropout": True},
         in_axes=nn.broadcast, length=self.cfg.num_layers,
         metadata_params={nn.PARTITION_NAME: "layers"})
     return scan(self.layers, x, mask)[0]

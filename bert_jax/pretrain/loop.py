@@ -115,10 +115,15 @@ def _init_from(config, target, s: setup_lib.Setup) -> state_lib.TrainState:
   return fresh(jax.device_put(params, s.shardings.params))
 
 
-def run(config, workdir: str) -> dict:
-  """Pretrains to config.train.num_steps; returns the last logged metrics."""
+def run(config, workdir: str, setup: setup_lib.Setup | None = None, frozen=None,
+        fresh_state=None) -> dict:
+  """Pretrains to config.train.num_steps; returns the last logged metrics.
+
+  Distillation runs this loop with its own `setup` (student model and loss), the
+  teacher's params as `frozen` (the step's fourth argument) and `fresh_state()`
+  for a workdir without a checkpoint."""
   input_pipeline.keep_tensorflow_on_cpu()
-  s = pretrain_step.setup(config)  # checks the config first
+  s = setup or pretrain_step.setup(config)  # checks the config first
   # Everything that can refuse the command runs before config.json is (re)written.
   resume.check(config, workdir, prepare.data_dir(config, workdir))
   if config.init_from:
@@ -133,7 +138,9 @@ def run(config, workdir: str) -> dict:
   mngr = checkpoints.manager(workdir, config.train.keep_checkpoints,
                              keep_best=config.train.keep_best_checkpoints,
                              best_metric="eval_loss", best_mode="min")
-  state, start, first_batch, seconds = _restore_or_init(config, workdir, mngr, s)
+  state, start, first_batch, seconds = _restore_or_init(config, workdir, mngr, s,
+                                                         fresh_state)
+  step_args = () if frozen is None else (frozen,)
   eval_path = _eval_path(config, workdir)
   eval_set = eval_path and _eval_set(config, eval_path, stats, s)
 
@@ -169,7 +176,7 @@ def run(config, workdir: str) -> dict:
         if step == start + 1 or step % config.train.log_every == 0:
           liveness.check(step)  # before the step's collectives: names a hung process
         trace.before(step)
-        state, step_metrics = s.step_fn(state, batch, rng)
+        state, step_metrics = s.step_fn(state, batch, rng, *step_args)
         trace.after(step, step_metrics)
         last = step == num_steps or budget.spent(step_metrics)
         # The first step of a run is logged too: its metrics are the starting point.
@@ -297,14 +304,17 @@ def data_position(config, batches: int, train_seconds: float = 0.0) -> dict:
           "train_seconds": float(train_seconds)}
 
 
-def _restore_or_init(config, workdir: str, mngr, s: setup_lib.Setup):
+def _restore_or_init(config, workdir: str, mngr, s: setup_lib.Setup, fresh_state=None):
   """(state, start step, batches already read, training seconds so far). Resume
   order: this workdir's latest checkpoint (its data position included), else
-  config.init_from, else a fresh init."""
+  config.init_from, else `fresh_state()` or a fresh init."""
   target = s.restore_target()
   start = mngr.latest_step()
   if start is None:
-    state = _init_from(config, target, s) if config.init_from else s.init(config.train.seed)
+    if config.init_from:
+      state = _init_from(config, target, s)
+    else:
+      state = fresh_state() if fresh_state else s.init(config.train.seed)
     return state, 0, 0, 0.0
   log.info("resuming from step %d in %s", start, workdir)
   state, position = checkpoints.restore(mngr, start, target)

@@ -64,15 +64,17 @@ def losses(outputs, batch, totals_: dict | None = None):
   }
 
 
-def apply_model(model: nn.Module, params, batch, rng=None):
-  """Forward pass on a batch; dropout is on when `rng` is given."""
+def apply_model(model: nn.Module, params, batch, rng=None, **apply_kwargs):
+  """Forward pass on a batch; dropout is on when `rng` is given. `apply_kwargs` go
+  to model.apply (distillation's `mutable=` collections: then (outputs, them))."""
   return model.apply(
       {"params": params}, batch["input_ids"], token_type_ids=batch["token_type_ids"],
       attention_mask=batch["attention_mask"], masked_positions=batch["masked_positions"],
       # Packed rows (see packing.py): per-example positions, attention and [CLS].
       position_ids=batch.get("position_ids"), example_ids=batch.get("example_ids"),
       cls_positions=batch.get("cls_positions"),
-      deterministic=rng is None, rngs=None if rng is None else {"dropout": rng})
+      deterministic=rng is None, rngs=None if rng is None else {"dropout": rng},
+      **apply_kwargs)
 
 
 def abstract_batch(global_batch: int, seq_len: int, predictions: int,

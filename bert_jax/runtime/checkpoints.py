@@ -177,9 +177,11 @@ def read_config(workdir: str) -> dict:
 
 
 def restore_params(workdir: str, config: dict, step: int | None = None):
-  """(model, params) of a pretrain workdir's checkpoint, on the first local device."""
+  """(model, params) of a pretrain workdir's checkpoint, on the first local device.
+  Groups of the checkpoint that BertForPreTraining has not (a distilled student's
+  hidden_projection) are left out."""
   model = model_lib.BertForPreTraining(model_lib.BertConfig.from_dict(config["model"]))
-  return model, _restore_on_first_device(workdir, model, step, whole=True)
+  return model, _restore_on_first_device(workdir, model, step)
 
 
 def restore_encoder(workdir: str, cfg: model_lib.BertConfig, step: int | None = None):
@@ -187,12 +189,12 @@ def restore_encoder(workdir: str, cfg: model_lib.BertConfig, step: int | None = 
   device: the task model's encoder groups, checked against `cfg`'s shapes, whatever
   task head it was trained with (the head is left out)."""
   model = model_lib.BertEncoder(cfg)
-  return model, _restore_on_first_device(workdir, model, step, whole=False)
+  return model, _restore_on_first_device(workdir, model, step)
 
 
-def _restore_on_first_device(workdir: str, model, step: int | None, whole: bool) -> dict:
-  """`model`'s params from WORKDIR's checkpoint (latest or `step`); with `whole`
-  False the checkpoint may hold more top-level groups, which are skipped."""
+def _restore_on_first_device(workdir: str, model, step: int | None) -> dict:
+  """`model`'s params from WORKDIR's checkpoint (latest or `step`); the checkpoint
+  may hold more top-level groups (a task head), which are skipped."""
   mngr = manager(workdir, async_save=False)
   step = mngr.latest_step() if step is None else step
   if step is None:
@@ -203,15 +205,14 @@ def _restore_on_first_device(workdir: str, model, step: int | None, whole: bool)
       model_lib.abstract_params(model))
   names = list(target)
   with _reading(mngr.directory, step):
-    if not whole:
-      saved = mngr.item_metadata(step)["params"].tree
-      check_shapes(shapes({k: saved[k] for k in target if k in saved}), shapes(target),
-                   f"the encoder of the checkpoint at step {step} in {mngr.directory}")
-      # The head too (Orbax restores whole trees; a head is small), dropped below.
-      head = {k: jax.tree.map(
-          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), v)
-              for k, v in saved.items() if k not in target}
-      target = {**head, **target}
+    saved = mngr.item_metadata(step)["params"].tree
+    check_shapes(shapes({k: saved[k] for k in target if k in saved}), shapes(target),
+                 f"the model of the checkpoint at step {step} in {mngr.directory}")
+    # The rest too (Orbax restores whole trees; a head is small), dropped below.
+    rest = {k: jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), v)
+            for k, v in saved.items() if k not in target}
+    target = {**rest, **target}
     params = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(target)))["params"]
   mngr.close()

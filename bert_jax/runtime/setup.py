@@ -33,7 +33,7 @@ class Setup:
   shardings: state_lib.TrainState
   batch_sharding: jax.sharding.NamedSharding
   abstract_batch: dict | None  # ShapeDtypeStructs of one global batch, sharded
-  step_fn: Callable  # (state, batch, rng) -> (state, metrics); the state is donated
+  step_fn: Callable  # (state, batch, rng[, frozen]) -> (state, metrics); state donated
 
   @property
   def replicated(self) -> jax.sharding.NamedSharding:
@@ -94,12 +94,13 @@ def build(mesh_config, model: nn.Module, tx: optax.GradientTransformation,
           lr_fn: optax.Schedule, loss_fn: step_lib.LossFn, *, seq_len: int,
           batch_sizes: dict[str, int],
           batch_spec: Callable[[jax.sharding.NamedSharding], dict] | None = None,
-          microbatches: int = 1, totals_fn: step_lib.TotalsFn | None = None
-          ) -> Setup:
+          microbatches: int = 1, totals_fn: step_lib.TotalsFn | None = None,
+          frozen_shardings=None) -> Setup:
   """The Setup of one run. `batch_sizes` (config name -> global rows) are checked
   against the mesh; `batch_spec(batch_sharding)` gives the abstract batch. With
   `microbatches` > 1 the step accumulates gradients (runtime/step.py; the loss's
-  `totals_fn` is then required)."""
+  `totals_fn` is then required). `frozen_shardings(mesh, rules)`: the shardings of
+  frozen params the step takes as a fourth argument (a distillation teacher)."""
   mesh = sharding.make_mesh(mesh_config.shape)
   for name, size in batch_sizes.items():
     check_batch(size, name, mesh)
@@ -108,8 +109,10 @@ def build(mesh_config, model: nn.Module, tx: optax.GradientTransformation,
   rules = tuple(tuple(r) for r in mesh_config.rules)
   abstract, shardings = state_lib.abstract_state(model, tx, mesh, rules, seq_len)
   batch_sharding = sharding.batch_sharding(mesh, rules)
-  step_fn = step_lib.jit_train_step(loss_fn, tx, lr_fn, shardings, batch_sharding,
-                                    sharding.replicated(mesh), microbatches, totals_fn)
+  step_fn = step_lib.jit_train_step(
+      loss_fn, tx, lr_fn, shardings, batch_sharding, sharding.replicated(mesh),
+      microbatches, totals_fn,
+      frozen_shardings and frozen_shardings(mesh, rules))
   return Setup(mesh, rules, model, tx, lr_fn, seq_len, abstract, shardings,
                batch_sharding, batch_spec(batch_sharding) if batch_spec else None,
                step_fn)

@@ -1,6 +1,6 @@
 """The one train-step skeleton: loss -> gradients (accumulated over microbatches) ->
-global norm -> non-finite skip -> update. Pretraining, fine-tuning (and later
-distillation) bring only their loss."""
+global norm -> non-finite skip -> update. Pretraining, fine-tuning and distillation
+bring only their loss."""
 
 import functools
 from typing import Callable
@@ -18,7 +18,9 @@ from bert_jax.runtime.state import TrainState
 # is not None. With a TotalsFn, the step passes `totals` = totals_fn(global batch)
 # (the counts its means divide by, e.g. masked positions), and the loss and every
 # metric must be sums over the batch's rows divided by those totals: then the values
-# of the microbatches add up to the whole batch's.
+# of the microbatches add up to the whole batch's. A step built with frozen params
+# (distillation's teacher) passes them as `frozen=`: an input of the step, sharded
+# like any param, never differentiated and never updated.
 LossFn = Callable
 TotalsFn = Callable
 # Batch entry [B] of a run with a time budget: every process fills its rows with its
@@ -40,11 +42,13 @@ def split_microbatches(tree, k: int):
 
 
 def gradients(params, batch, rng, loss_fn: LossFn, totals_fn: TotalsFn | None,
-               microbatches: int):
+               microbatches: int, frozen=None):
   """((loss, metrics), grads) of the global batch, the microbatches' summed in f32
   by a lax.scan that holds one microbatch's activations at a time."""
-  totals = {} if totals_fn is None else {"totals": totals_fn(batch)}
-  grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, rng, **totals), has_aux=True)
+  kwargs = {} if totals_fn is None else {"totals": totals_fn(batch)}
+  if frozen is not None:
+    kwargs["frozen"] = jax.lax.stop_gradient(frozen)
+  grad_fn = jax.value_and_grad(lambda p, b: loss_fn(p, b, rng, **kwargs), has_aux=True)
   if microbatches == 1:
     return grad_fn(params, batch)
   rows = jax.lax.iota(jnp.uint32, jax.tree.leaves(batch)[0].shape[0])
@@ -63,7 +67,7 @@ def gradients(params, batch, rng, loss_fn: LossFn, totals_fn: TotalsFn | None,
   return out
 
 
-def train_step(state: TrainState, batch, rng, *, loss_fn: LossFn,
+def train_step(state: TrainState, batch, rng, frozen=None, *, loss_fn: LossFn,
                tx: optax.GradientTransformation, lr_fn: optax.Schedule,
                microbatches: int = 1, totals_fn: TotalsFn | None = None):
   """One update from the gradient of the whole batch, summed over `microbatches`
@@ -76,7 +80,7 @@ def train_step(state: TrainState, batch, rng, *, loss_fn: LossFn,
   clock = {} if TRAIN_SECONDS not in batch else {TRAIN_SECONDS: batch[TRAIN_SECONDS][0]}
   inputs = {k: v for k, v in batch.items() if k != TRAIN_SECONDS}
   (loss, metrics), grads = gradients(state.params, inputs, rng, loss_fn, totals_fn,
-                                      microbatches)
+                                      microbatches, frozen)
   grad_norm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   params, opt_state = optimizer.update_if(ok, tx, grads, state.opt_state, state.params,
@@ -89,11 +93,14 @@ def train_step(state: TrainState, batch, rng, *, loss_fn: LossFn,
 
 
 def jit_train_step(loss_fn: LossFn, tx, lr_fn, state_shardings, batch_sharding,
-                   replicated, microbatches: int = 1, totals_fn: TotalsFn | None = None):
-  """train_step jitted with explicit shardings and the state donated."""
+                   replicated, microbatches: int = 1, totals_fn: TotalsFn | None = None,
+                   frozen_shardings=None):
+  """train_step jitted with explicit shardings and the state donated; with
+  `frozen_shardings` it takes the frozen params as a fourth argument."""
+  frozen = () if frozen_shardings is None else (frozen_shardings,)
   return jax.jit(
       functools.partial(train_step, loss_fn=loss_fn, tx=tx, lr_fn=lr_fn,
                         microbatches=microbatches, totals_fn=totals_fn),
-      in_shardings=(state_shardings, batch_sharding, replicated),
+      in_shardings=(state_shardings, batch_sharding, replicated, *frozen),
       out_shardings=(state_shardings, replicated),
       donate_argnums=0)

@@ -1,5 +1,5 @@
-"""`bert-jax demo`: pretrain the tiny model on the embedded People's Daily corpus,
-then fine-tune it on review sentiment.
+"""`bert-jax demo`: pretrain the tiny model on the embedded People's Daily corpus and
+the sentiment task's training reviews, then fine-tune it on review sentiment.
 
 Prepares the corpus (SentencePiece + shards), pretrains `configs/pretrain.py:demo`
 for a 5-minute training-time budget on CPU and prints how MLM accuracy moved, the
@@ -18,7 +18,7 @@ import time
 
 import jax
 
-from bert_jax.data import prepare
+from bert_jax.data import corpus, prepare
 from bert_jax.errors import InputError
 from bert_jax.pretrain import loop as pretrain
 from bert_jax.pretrain import resume
@@ -110,17 +110,36 @@ def _fresh_if_other_version(config, workdir: str) -> None:
         workdir, str(e).split(";")[0], aside)
 
 
+def domain_text_path(workdir: str) -> str:
+  return os.path.join(workdir, "sentiment", "domain", "train_reviews.txt")
+
+
+def with_domain_text(config, workdir: str):
+  """`config` reading the embedded corpus and, after it, the training reviews (never
+  dev or test; its held-out documents stay the corpus's first articles): pretraining
+  on the fine-tuning domain's unlabeled text lifted review sentiment from 0.819 to
+  0.849 (BUILD.md § Pretraining recipe)."""
+  config = config.copy_and_resolve_references()
+  config.data.input = f"{corpus.EMBEDDED},{domain_text_path(workdir)}"
+  return config
+
+
 def run(workdir: str, config=None) -> list[dict]:
-  config = config or default_config()
+  config = config or with_domain_text(default_config(), workdir)
   start = time.time()
   _fresh_if_other_version(config, workdir)
+  if corpus.EMBEDDED in config.data.input.split(","):
+    reviews = sentiment_demo.write_domain_text(domain_text_path(workdir))
+    logging.getLogger("bert_jax").info(
+        "pretraining on People's Daily and the %d training reviews", reviews)
   pretrain.run(config, workdir)
   logged = accuracy_table(workdir)
   rows = [r for r in logged if "loss" in r]  # training steps (step 0: the references)
   refs = next((r for r in logged if "ref_neighbours_mlm_accuracy" in r), {})
   nsp = config.data.objective != "none"  # a sentence task to report
   print(f"\nbert-jax demo: {config.model.size} BERT ({config.model.dtype}) on People's "
-        f"Daily (1998-01), workdir {workdir}")
+        f"Daily (1998-01)" + (" and the training reviews" if "," in config.data.input
+                              else "") + f", workdir {workdir}")
   print(f"{'step':>6} {'minutes':>8} {'loss':>8} {'mlm_acc':>8}"
         + (f" {'nsp_acc':>8}" if nsp else ""))
   for r in rows:

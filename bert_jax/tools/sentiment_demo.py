@@ -52,6 +52,17 @@ def split(reviews, seed: int = SEED):
   return reviews[n_test + n_dev:], reviews[n_test:n_test + n_dev], reviews[:n_test]
 
 
+def write_domain_text(path: str, directory: str | None = None) -> int:
+  """The training reviews' texts (never dev or test), one a line, without labels:
+  the demo pretrains on them beside the embedded corpus (domain-adaptive
+  pretraining, Gururangan et al. 2020). Returns how many."""
+  train, _, _ = split(load_reviews(directory)[0])
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    f.writelines(" ".join(text.split()) + "\n" for text, _ in train)
+  return len(train)
+
+
 def _features(text: str):
   return list(text) + [text[i:i + 2] for i in range(len(text) - 1)]
 

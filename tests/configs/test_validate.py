@@ -3,7 +3,7 @@ and every shipped config passes."""
 
 import pytest
 
-from bert_jax.configs import finetune, pretrain, validate
+from bert_jax.configs import distill, finetune, pretrain, validate
 from bert_jax.errors import InputError
 
 
@@ -113,6 +113,36 @@ FINETUNE_RULES = [
 ]
 
 
+# (distill config variant, changes, what the message names).
+DISTILL_RULES = [
+    ("tiny", dict(distill__temperature=0.0), "distill.temperature=0.0 must be above 0"),
+    ("tiny", dict(distill__kl_weight=-1.0), "distill.kl_weight=-1.0"),
+    ("tiny", dict(distill__hidden_weight=-1.0), "distill.hidden_weight=-1.0"),
+    ("tiny", dict(distill__attention_weight=-1.0), "distill.attention_weight=-1.0"),
+    ("classification", dict(distill__hard_weight=-1.0), "distill.hard_weight=-1.0"),
+    ("tiny", dict(distill__kl_weight=0.0), "every teacher loss weight is 0"),
+    ("tiny", dict(distill__teacher_dtype="int8"), "distill.teacher_dtype='int8'"),
+    ("tiny", dict(distill__init_from_teacher=True, _init_from="x"),
+     "distill.init_from_teacher and init_from both"),
+    ("tagging", dict(_task="qa"), "task='qa': task distillation runs"),
+]
+
+
+@pytest.mark.parametrize("variant,changes,fragment", DISTILL_RULES,
+                         ids=[f for _, _, f in DISTILL_RULES])
+def test_distill_rule(variant, changes, fragment):
+  c = distill.get_config(variant)
+  for key, value in changes.items():
+    if key.startswith("_"):  # a top-level field
+      c[key[1:]] = value
+    else:
+      group, field = key.split("__")
+      c[group][field] = value
+  with pytest.raises(InputError) as e:
+    validate.check(c)
+  assert fragment in str(e.value)
+
+
 @pytest.mark.parametrize("changes,fragment", PRETRAIN_RULES,
                          ids=[f for _, f in PRETRAIN_RULES])
 def test_pretrain_rule(changes, fragment):
@@ -147,6 +177,8 @@ def test_every_shipped_config_passes():
     validate.check(pretrain.get_config(name))
   for task in finetune.TASKS:
     validate.check(finetune.get_config(task))
+  for name in ("tiny", "demo") + validate.DISTILL_TASKS:
+    validate.check(distill.get_config(name))
 
 
 def test_choices_match_the_code_that_uses_them():

@@ -64,3 +64,15 @@ def test_embedded_corpus_keeps_its_words():
   sentence = segmented[0][0]
   assert isinstance(sentence, tuple) and len(sentence) > 1
   assert corpus.untag_words("迈向/v  [中央/n  电视台/n]nt") == ["迈向", "中央", "电视台"]
+
+
+def test_the_embedded_corpus_mixes_with_domain_text(tmp_path):
+  """`embedded,FILE`: the embedded corpus's documents first (so the held-out ones stay
+  its first articles), then the file's."""
+  (tmp_path / "reviews.txt").write_text("好用。\n\n太差了！\n")
+  embedded = list(corpus.peoples_daily_documents())
+  mixed = list(corpus.iter_documents(f"{corpus.EMBEDDED},{tmp_path}/reviews.txt"))
+  assert mixed[:len(embedded)] == embedded
+  assert mixed[len(embedded):] == [["好用。"], ["太差了！"]]
+  segmented = list(corpus.iter_documents(f"{corpus.EMBEDDED}", 3, words=True))
+  assert isinstance(segmented[0][0], tuple)

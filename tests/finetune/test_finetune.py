@@ -232,7 +232,7 @@ def test_learning_rate_and_epochs_follow_the_model_size():
   config = configs.get_config("tagging")
   assert (config.optimizer.learning_rate, config.train.epochs) == (0.0, 0)  # by size
   tiny = finetune.with_size_defaults(config, shape(128))
-  assert (tiny.optimizer.learning_rate, tiny.train.epochs) == (3e-3, 10)
+  assert (tiny.optimizer.learning_rate, tiny.train.epochs) == (1e-3, 10)
   assert finetune.size_defaults(256) == (1e-3, 6)
   assert finetune.size_defaults(512) == (3e-4, 4)
   assert finetune.size_defaults(768) == (5e-5, 3)

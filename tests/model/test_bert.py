@@ -134,3 +134,33 @@ def test_sinusoidal_position_init_is_a_rotation_per_offset():
   np.testing.assert_allclose(
       nn.meta.unbox(params)["params"]["embeddings"]["position_embeddings"]["embedding"],
       model.sinusoidal_init(cfg.initializer_range)(None, (512, 128)), rtol=1e-6)
+
+
+def test_kept_hidden_states_and_attention_maps_in_both_layer_layouts():
+  """What distillation reads: each layer's output (the last = sequence_output) and
+  its attention probabilities (rows sum to 1, padded keys 0), the same from the
+  scanned stack; keeping them changes no output."""
+  from bert_jax.model import attention  # pylint: disable=g-import-not-at-top
+  cfg = _cfg("tiny", num_layers=3, vocab_size=300)
+  ids = jnp.asarray(np.random.default_rng(2).integers(5, 300, (2, 10)), jnp.int32)
+  mask = (jnp.arange(10) < jnp.array([[10], [6]])).astype(jnp.int32)
+  flat = model.BertForPreTraining(cfg)
+  params = nn.meta.unbox(flat.init(jax.random.key(0), ids)["params"])
+  kept_names = [model.HIDDEN_STATES, attention.MAPS]
+  plain = flat.apply({"params": params}, ids, attention_mask=mask)
+  out, kept = flat.apply({"params": params}, ids, attention_mask=mask, mutable=kept_names)
+  np.testing.assert_allclose(out["mlm_logits"], plain["mlm_logits"], atol=1e-5)
+  states = model.layer_outputs(kept[model.HIDDEN_STATES])
+  maps = model.layer_outputs(kept[attention.MAPS])
+  assert len(states) == len(maps) == 3
+  np.testing.assert_array_equal(states[-1], out["sequence_output"])
+  assert maps[0].shape == (2, cfg.num_heads, 10, 10)
+  np.testing.assert_allclose(maps[1].sum(-1), 1.0, atol=1e-5)
+  assert float(jnp.abs(maps[2][1, :, :, 6:]).max()) == 0.0
+  scanned = model.BertForPreTraining(_cfg("tiny", num_layers=3, vocab_size=300,
+                                          scan_layers=True))
+  _, kept_scan = scanned.apply({"params": model.stack_layers(params, 3)}, ids,
+                               attention_mask=mask, mutable=kept_names)
+  for a, b in zip(model.layer_outputs(kept_scan[model.HIDDEN_STATES]) +
+                  model.layer_outputs(kept_scan[attention.MAPS]), states + maps):
+    np.testing.assert_allclose(a, b, atol=1e-5)

@@ -22,6 +22,19 @@ def test_dedup_before_a_seeded_disjoint_split(tmp_path):
   assert sentiment_demo.split(reviews, seed=1) != (train, dev, test)
 
 
+def test_the_domain_text_is_the_training_reviews_only(tmp_path):
+  pos = [f"good {i}" for i in range(40)]
+  neg = [f"bad {i}" for i in range(40)]
+  (tmp_path / "pos.txt").write_text("\n".join(pos) + "\n", encoding="utf-8")
+  (tmp_path / "neg.txt").write_text("\n".join(neg) + "\n", encoding="utf-8")
+  path = tmp_path / "out" / "domain.txt"
+  assert sentiment_demo.write_domain_text(str(path), str(tmp_path)) == 64
+  train, dev, test = sentiment_demo.split(sentiment_demo.load_reviews(str(tmp_path))[0])
+  written = path.read_text(encoding="utf-8").splitlines()
+  assert written == [t for t, _ in train]  # texts only, in the split's order
+  assert not set(written) & {t for t, _ in dev + test}
+
+
 def test_naive_bayes_baseline():
   train = [("好看好看", "pos"), ("很好", "pos"), ("太差", "neg"), ("差劲差", "neg")]
   assert sentiment_demo.naive_bayes_accuracy(train, [("好", "pos"), ("差", "neg")]) == 1.0

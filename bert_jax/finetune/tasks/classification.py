@@ -98,8 +98,13 @@ def featurize(examples: list[Example], tok, labels: list[str] | None, data_confi
   return arrays, None, {"truncated_examples": truncated}
 
 
+def weights(batch):
+  """Each row's weight in the loss (0 for the padding rows of a last batch)."""
+  return batch["weight"]
+
+
 def loss(logits, batch):
-  return finetune_step.weighted_xent(logits, batch["label"], batch["weight"])
+  return finetune_step.weighted_xent(logits, batch["label"], weights(batch))
 
 
 def _predicted(logits) -> np.ndarray:

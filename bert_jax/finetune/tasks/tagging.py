@@ -101,9 +101,14 @@ def featurize(examples: list[Example], tok, labels: list[str] | None, data_confi
   return arrays, starts, {"truncated_sentences": cut_sentences, "truncated_words": cut_words}
 
 
+def weights(batch):
+  """Each token's weight in the loss: the labelled ones (a word's first piece) of
+  real rows."""
+  return (batch["labels"] >= 0) * batch["weight"][:, None]
+
+
 def loss(logits, batch):
-  weights = (batch["labels"] >= 0) * batch["weight"][:, None]
-  return finetune_step.weighted_xent(logits, batch["labels"], weights)
+  return finetune_step.weighted_xent(logits, batch["labels"], weights(batch))
 
 
 def _tags(examples, starts, logits, labels) -> list[list[str]]:

@@ -2,8 +2,9 @@
 distilled from it, the same student pretrained for the same wall time without a
 teacher, and that student from scratch, each fine-tuned on review sentiment (the
 demo's split) and People's Daily NER (benchmarks/ner.py's split), with inference
-speed at seq 128. One JSON line a row into WORKDIR/rows.jsonl (a finished row is
-kept, so the study continues across sittings), and the table on stdout.
+speed at seq 128 (the models taking turns, at the end). Results go to
+WORKDIR/rows.jsonl as they finish (what is there is kept, so the study continues
+across sittings, and --ner_lr adds a column); the table and one JSON line on stdout.
 
     python benchmarks/distill.py --workdir /tmp/distill [--data PREPARED_DIR]
 
@@ -22,10 +23,11 @@ import sys
 import jax
 
 from bert_jax.configs import distill as distill_configs
-from bert_jax.data import ner, prepare, tokenizer
+from bert_jax.data import prepare, tokenizer
 from bert_jax.distill import pretrain as distill
 from bert_jax.model import bert as model_lib
 from bert_jax.pretrain import loop as pretrain
+from bert_jax.runtime import checkpoints
 from bert_jax.tools import benchmark, demo, inference_benchmark, sentiment_demo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -42,8 +44,8 @@ def _pretrain_config(layers: int, budget: float, data: str):
 
 
 def _last_eval(workdir: str) -> float:
-  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-  return [r for r in rows if "eval_mlm_accuracy" in r][-1]["eval_mlm_accuracy"]
+  return [r for r in demo.accuracy_table(workdir)
+          if "eval_mlm_accuracy" in r][-1]["eval_mlm_accuracy"]
 
 
 def _speeds(workdirs: dict, rounds: int = 3, calls: int = 10) -> dict:
@@ -63,8 +65,7 @@ def _speeds(workdirs: dict, rounds: int = 3, calls: int = 10) -> dict:
 
 
 def bert_jax_cfg(workdir: str) -> model_lib.BertConfig:
-  with open(os.path.join(workdir, "config.json")) as f:
-    return model_lib.BertConfig.from_dict(json.load(f)["model"])
+  return model_lib.BertConfig.from_dict(checkpoints.read_config(workdir)["model"])
 
 
 def main():
@@ -72,9 +73,9 @@ def main():
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--data", default="", help="prepared shards (else prepared here)")
   parser.add_argument("--teacher_layers", type=int, default=4)
-  parser.add_argument("--teacher_budget", type=float, default=360)
-  parser.add_argument("--student_budget", type=float, default=240)
-  parser.add_argument("--ner_train", type=int, default=2000)
+  parser.add_argument("--teacher_budget", type=float, default=900)
+  parser.add_argument("--student_budget", type=float, default=450)
+  parser.add_argument("--ner_train", type=int, default=4000)
   parser.add_argument("--ner_test", type=int, default=800)
   parser.add_argument("--ner_lr", type=float, default=0.0,
                       help="NER fine-tuning learning rate (0: the size default)")
@@ -116,19 +117,9 @@ def main():
 
   # Downstream data: the demo's sentiment split; NER on the held-out articles.
   sent_dir = os.path.join(w, "sentiment")
-  os.makedirs(sent_dir, exist_ok=True)
-  train, dev, test = sentiment_demo.split(sentiment_demo.load_reviews()[0])
-  for name, part in (("train", train), ("dev", dev), ("test", test)):
-    sentiment_demo._write(os.path.join(sent_dir, f"{name}.jsonl"), part)  # pylint: disable=protected-access
-  with open(os.path.join(teacher, "config.json")) as f:
-    held_out = json.load(f)["data"]["eval_documents"]
-  docs = list(ner.documents(0, held_out))
-  cut = int(0.8 * len(docs))
-  ner_files = {}
-  for name, sents in (("train", [s for d in docs[:cut] for s in d if len(s) > 1][:args.ner_train]),
-                      ("test", [s for d in docs[cut:] for s in d if len(s) > 1][:args.ner_test])):
-    ner_files[name] = os.path.join(w, f"ner_{name}.conll")
-    ner.write_conll(sents, ner_files[name])
+  sentiment_demo.write_split(sent_dir)
+  ner_files = ner_benchmark.split_files(teacher, os.path.join(w, "ner"), args.ner_train,
+                                        args.ner_test)[0]
 
   systems = (("teacher", teacher, True), ("distilled student", distilled, True),
              ("student without teacher", plain, True), ("student from scratch", plain, False))

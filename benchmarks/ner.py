@@ -21,6 +21,7 @@ from bert_jax.configs import finetune as finetune_configs
 from bert_jax.data import ner
 from bert_jax.finetune import loop as finetune
 from bert_jax.finetune.tasks import tagging
+from bert_jax.runtime import checkpoints
 
 
 def _window_features(chars, i):
@@ -59,6 +60,24 @@ def fine_tune(pretrained, train_file, test_file, workdir, init_encoder,
           "seconds": round(time.time() - start, 1)}
 
 
+def split_files(pretrained: str, workdir: str, max_train: int = 4000,
+                max_test: int = 800):
+  """(files {"train", "test"}: CoNLL paths in WORKDIR, train and test sentences,
+  held-out article count): the articles held out of PRETRAINED's pretraining (its
+  first data.eval_documents), split by article, the first 80 % for training."""
+  held_out = checkpoints.read_config(pretrained)["data"]["eval_documents"]
+  docs = list(ner.documents(0, held_out))
+  cut = int(0.8 * len(docs))
+  train = [s for d in docs[:cut] for s in d if len(s) > 1][:max_train]
+  test = [s for d in docs[cut:] for s in d if len(s) > 1][:max_test]
+  os.makedirs(workdir, exist_ok=True)
+  files = {}
+  for name, sents in (("train", train), ("test", test)):
+    files[name] = os.path.join(workdir, f"{name}.conll")
+    ner.write_conll(sents, files[name])
+  return files, train, test, held_out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--pretrained", required=True)
@@ -66,17 +85,8 @@ def main():
   parser.add_argument("--max_train", type=int, default=4000)
   parser.add_argument("--max_test", type=int, default=800)
   args = parser.parse_args()
-  with open(os.path.join(args.pretrained, "config.json")) as f:
-    held_out = json.load(f)["data"]["eval_documents"]
-  docs = list(ner.documents(0, held_out))
-  cut = int(0.8 * len(docs))
-  train = [s for d in docs[:cut] for s in d if len(s) > 1][:args.max_train]
-  test = [s for d in docs[cut:] for s in d if len(s) > 1][:args.max_test]
-  os.makedirs(args.workdir, exist_ok=True)
-  files = {}
-  for name, sents in (("train", train), ("test", test)):
-    files[name] = os.path.join(args.workdir, f"{name}.conll")
-    ner.write_conll(sents, files[name])
+  files, train, test, held_out = split_files(args.pretrained, args.workdir,
+                                             args.max_train, args.max_test)
   out = {"what": "ner", "held_out_articles": held_out, "train_sentences": len(train),
          "test_sentences": len(test), "crf": crf_f1(train, test)}
   for name, init in (("pretrained", True), ("scratch", False)):

@@ -106,10 +106,11 @@ def load_teacher(config, workdir: str):
         f"distillation: configs/distill.py:classification or :tagging)")
   cfg = loaded.model.cfg
   d = config.distill
-  if (d.hidden_weight or d.attention_weight) and cfg.num_layers % config.model.num_layers:
-    raise InputError(f"the student's {config.model.num_layers} layers do not map evenly "
-                     f"onto the teacher's {cfg.num_layers} (distill.hidden_weight / "
-                     f"attention_weight)")
+  if d.hidden_weight or d.attention_weight:
+    try:
+      losses.layer_map(config.model.num_layers, cfg.num_layers)
+    except ValueError as e:
+      raise InputError(f"distill.hidden_weight / attention_weight: {e}") from None
   if d.attention_weight and cfg.num_heads != config.model.num_heads:
     raise InputError(f"distill.attention_weight compares attention maps head by head: the "
                      f"teacher has {cfg.num_heads} heads, the student {config.model.num_heads}")

@@ -52,6 +52,16 @@ def split(reviews, seed: int = SEED):
   return reviews[n_test + n_dev:], reviews[n_test:n_test + n_dev], reviews[:n_test]
 
 
+def write_split(data_dir: str):
+  """((train, dev, test), counts): the split, written as DATA_DIR/{train,dev,test}.jsonl."""
+  reviews, counts = load_reviews()
+  parts = split(reviews)
+  os.makedirs(data_dir, exist_ok=True)
+  for name, rows in zip(("train", "dev", "test"), parts):
+    _write(os.path.join(data_dir, f"{name}.jsonl"), rows)
+  return parts, counts
+
+
 def write_domain_text(path: str, directory: str | None = None) -> int:
   """The training reviews' texts (never dev or test), one a line, without labels:
   the demo pretrains on them beside the embedded corpus (domain-adaptive
@@ -150,11 +160,7 @@ def run(pretrained: str) -> dict:
   """Prints and returns the three test accuracies; works in PRETRAINED/sentiment."""
   root = os.path.join(pretrained, "sentiment")
   data_dir = os.path.join(root, "data")
-  os.makedirs(data_dir, exist_ok=True)
-  reviews, counts = load_reviews()
-  train, dev, test = split(reviews)
-  for name, rows in (("train", train), ("dev", dev), ("test", test)):
-    _write(os.path.join(data_dir, f"{name}.jsonl"), rows)
+  (train, dev, test), counts = write_split(data_dir)
 
   out = {"counts": counts, "sizes": [len(train), len(dev), len(test)]}
   for name, init in (("pretrained", True), ("scratch", False)):

@@ -53,6 +53,9 @@ SIZE_DEFAULTS = ((128, 1e-3, 10), (256, 1e-3, 6), (512, 3e-4, 4), (768, 5e-5, 3)
                  (float("inf"), 3e-5, 3))
 SETUP_FILE = checkpoints.FINETUNE_FILE  # task, labels, model shape: what predict needs
 RESULTS_FILE = "eval_results.json"
+# Featurization counts that describe the data (kept in the results), not losses that
+# deserve a warning: qa's context windows; in Chinese, most characters share a piece.
+FACT_COUNTS = ("windows", "words_inside_a_piece")
 
 
 def load_pretrained(path: str):
@@ -201,7 +204,7 @@ def _to_host(x) -> np.ndarray:
 def _featurize(task, examples, tok, labels, config, what: str):
   """The task's features of `examples`; cuts (truncation) are logged as warnings."""
   arrays, meta, counts = task.featurize(examples, tok, labels, config.data)
-  cut = {k: v for k, v in counts.items() if v and k != "windows"}
+  cut = {k: v for k, v in counts.items() if v and k not in FACT_COUNTS}
   if cut:
     log.warning("%s: %s", what, ", ".join(f"{k} {v}" for k, v in cut.items()))
   return arrays, meta, counts

@@ -122,7 +122,8 @@ def test_tagging_labels_on_first_sub_token_and_counted_truncation(tmp_path):
   arrays, starts, counts = tagging.featurize(examples, CharTokenizer(), labels,
                                              _data("tagging", max_seq_length=6))
   # [CLS] a b ß ß c [SEP] needs 7 > 6: "c" is cut and counted.
-  assert starts[0] == [1, 3] and counts == {"truncated_sentences": 1, "truncated_words": 1}
+  assert starts[0] == [1, 3] and counts == {"truncated_sentences": 1, "truncated_words": 1,
+                                            "words_inside_a_piece": 0}
   np.testing.assert_array_equal(arrays["labels"][0], [-1, 1, -1, 2, -1, -1])
   np.testing.assert_array_equal(arrays["attention_mask"][1], [1, 1, 1, 0, 0, 0])
   # The cut word is predicted "O" (and so counted against recall, never dropped).
@@ -130,6 +131,52 @@ def test_tagging_labels_on_first_sub_token_and_counted_truncation(tmp_path):
   logits[0, 1, 1] = logits[0, 3, 2] = 1
   preds = tagging.predictions(examples, starts, logits, labels, None)
   assert preds[0] == {"tokens": ["ab", "ß", "c"], "labels": ["B-PER", "I-PER", "O"]}
+
+
+class PieceTokenizer(CharTokenizer):
+  """Like SentencePiece on Chinese: a zero-width word-boundary piece at the start,
+  then the longest known piece ("中国", "人民", "的新") or one character."""
+  PIECES = ("中国", "人民", "的新")
+
+  def encode_offsets(self, text):
+    ids, spans, i = [5], [(0, 0)], 0
+    while i < len(text):
+      n = next((len(p) for p in self.PIECES if text.startswith(p, i)), 1)
+      if not text[i].isspace():
+        ids.append(10 + ord(text[i]) % 50)
+        spans.append((i, i + n))
+      i += n
+    return ids, spans
+
+
+def test_tagging_reads_chinese_as_running_text_and_continues_shared_pieces(tmp_path):
+  # No space beside wide characters (CJK, full-width digits), one between others.
+  assert tagging.running_text(["迈", "向", "A", "B", "１", "x"]) == (
+      "迈向A B１x", [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6), (6, 7)])
+  path = tmp_path / "zh.txt"
+  path.write_text("中 B-LOC\n国 I-LOC\n人 O\n民 O\n的 O\n新 B-PER\n华 I-PER\n")
+  examples = tagging.read(str(path))
+  labels = tagging.label_list(examples)  # O, B-LOC, B-PER, I-LOC, I-PER
+  arrays, starts, counts = tagging.featurize(examples, PieceTokenizer(), labels,
+                                             _data("tagging", max_seq_length=16))
+  # [CLS] ▁ 中国 人民 的新 华 [SEP]: one label per piece, on the word it starts in;
+  # 国, 民 and 新 begin inside another word's piece.
+  assert starts[0] == [2, -1, 3, -1, 4, -1, 5]
+  assert arrays["attention_mask"][0].sum() == 7
+  np.testing.assert_array_equal(arrays["labels"][0][:8], [-1, -1, 1, 0, 0, 4, -1, -1])
+  assert counts == {"truncated_sentences": 0, "truncated_words": 0,
+                    "words_inside_a_piece": 3}
+  # A shared piece's words continue its tag: 中国 -> B-LOC I-LOC, 人民 -> O O; 新 sits
+  # in "的新" (O), so that entity can only be found from 华 on: the cost is counted.
+  logits = np.zeros((1, 16, len(labels)))
+  logits[0, [2, 3, 4, 5], [1, 0, 0, 4]] = 1
+  assert tagging.predictions(examples, starts, logits, labels, None)[0]["labels"] == [
+      "B-LOC", "I-LOC", "O", "O", "O", "O", "I-PER"]
+  # Cut inside: max_seq_length 5 keeps [CLS] ▁ 中国 人民 [SEP]; the rest is "O".
+  _, starts, counts = tagging.featurize(examples, PieceTokenizer(), labels,
+                                        _data("tagging", max_seq_length=5))
+  assert starts[0] == [2, -1, 3, -1]
+  assert counts["truncated_sentences"] == 1 and counts["truncated_words"] == 3
 
 
 def test_pair_packing_cuts_the_longer_segment_first():

@@ -1,10 +1,12 @@
 """Token classification (NER) from CoNLL files: one `token label` per line (further
-columns between them are ignored), a blank line between sentences, BIO tags. Each
-word is tokenized on its own; its label sits on its first sub-token and the other
-sub-tokens are ignored. Metric: entity-level precision/recall/F1 as seqeval computes
-them by default (conlleval's chunking)."""
+columns between them are ignored), a blank line between sentences, BIO tags. A
+sentence is tokenized as the running text it came from (no spaces beside CJK
+characters); a word's label sits on its first piece and the others are ignored.
+Metric: entity-level precision/recall/F1 as seqeval computes them by default
+(conlleval's chunking)."""
 
 import dataclasses
+import unicodedata
 
 import numpy as np
 from etils import epath
@@ -70,35 +72,71 @@ def num_outputs(labels: list[str]) -> int:
   return len(labels)
 
 
+def _wide(ch: str) -> bool:
+  """A CJK ideograph, kana or full-width form: scripts written without spaces."""
+  return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def running_text(words) -> tuple[str, list[tuple[int, int]]]:
+  """The words as the text they came from, and each one's [start, end) in it: joined
+  by a space, except beside a wide (CJK) character, where running text has none (a
+  Chinese sentence tagged per character reads as the sentence itself)."""
+  text, spans = "", []
+  for w in words:
+    if text and not (_wide(text[-1]) or _wide(w[0])):
+      text += " "
+    spans.append((len(text), len(text) + len(w)))
+    text += w
+  return text, spans
+
+
+def first_pieces(spans, offsets) -> list[int]:
+  """Per word, the index of the first piece that starts inside it (or overlaps it
+  first); -1 for a word that begins inside the previous word's piece, or that the
+  tokenizer dropped: its tag continues the previous word's."""
+  out, p, last = [], 0, -1
+  for start, end in spans:
+    while p < len(offsets) and offsets[p][1] <= start:  # also zero-width pieces
+      p += 1
+    own = p < len(offsets) and offsets[p][0] < end and p > last
+    out.append(p if own else -1)
+    last = p if own else last
+  return out
+
+
 def featurize(examples: list[Example], tok, labels: list[str] | None, data_config):
-  """(arrays, meta, counts). meta[i] = the position of each kept word's first
-  sub-token; words past max_seq_length are cut (counted) and predicted "O"."""
-  max_len = data_config.max_seq_length
-  rows, starts, cut_sentences, cut_words = [], [], 0, 0
-  vocab = sorted({w for e in examples for w in e.words})
-  pieces = dict(zip(vocab, tok.encode_batch(vocab)))
+  """(arrays, meta, counts). The sentence is tokenized as running text
+  (`running_text`), as pretraining saw it: tokenizing each word alone would give a
+  SentencePiece model a word-boundary piece before every Chinese character, a text
+  it never saw, and put the label on that piece. A word's label sits on its first
+  piece (the others are ignored); a word inside another's piece has none and
+  continues its tag (counted). meta[i] = that position for each kept word (-1: a
+  continuation); words past max_seq_length are cut (counted) and predicted "O"."""
+  limit = data_config.max_seq_length - 2  # [CLS] ... [SEP]
+  rows, starts = [], []
+  counts = {"truncated_sentences": 0, "truncated_words": 0, "words_inside_a_piece": 0}
   for e in examples:
-    ids, positions, targets = [tok.cls_id], [], [-1]
-    for i, word in enumerate(e.words):
-      # A word the tokenizer drops entirely (a control character) still needs a slot.
-      word_ids = pieces[word] or [tok.unk_id]
-      if len(ids) + len(word_ids) > max_len - 1:
-        cut_sentences += 1
-        cut_words += len(e.words) - i
-        break
-      positions.append(len(ids))
-      if labels is not None:
-        where = f"{e.path}:{e.line + i}"
-        targets += [features.label_id(labels, e.tags[i], where)] + [-1] * (len(word_ids) - 1)
-      ids += word_ids
-    ids.append(tok.sep_id)
+    text, spans = running_text(e.words)
+    ids, offsets = tok.encode_offsets(text)
+    firsts = first_pieces(spans, offsets)
+    kept = next((i for i, f in enumerate(firsts) if f >= limit), len(firsts))
+    if kept < len(firsts):
+      counts["truncated_sentences"] += 1
+      counts["truncated_words"] += len(firsts) - kept
+    positions = [f + 1 if f >= 0 else -1 for f in firsts[:kept]]
+    counts["words_inside_a_piece"] += positions.count(-1)
+    ids = [tok.cls_id] + ids[:limit] + [tok.sep_id]
     row = {"input_ids": ids, "token_type_ids": [0] * len(ids)}
     if labels is not None:
-      row["labels"] = targets + [-1]
+      targets = [-1] * len(ids)
+      for i, p in enumerate(positions):
+        if p >= 0:
+          targets[p] = features.label_id(labels, e.tags[i], f"{e.path}:{e.line + i}")
+      row["labels"] = targets
     rows.append(row)
     starts.append(positions)
-  arrays = features.to_arrays(rows, max_len, tok.pad_id)
-  return arrays, starts, {"truncated_sentences": cut_sentences, "truncated_words": cut_words}
+  arrays = features.to_arrays(rows, data_config.max_seq_length, tok.pad_id)
+  return arrays, starts, counts
 
 
 def weights(batch):
@@ -111,10 +149,19 @@ def loss(logits, batch):
   return finetune_step.weighted_xent(logits, batch["labels"], weights(batch))
 
 
+def _continued(tag: str) -> str:
+  return "O" if tag == "O" else "I-" + tag[2:]
+
+
 def _tags(examples, starts, logits, labels) -> list[list[str]]:
   pred = np.asarray(logits).argmax(-1)
-  return [[labels[pred[i, p]] for p in positions] + ["O"] * (len(e.words) - len(positions))
-          for i, (e, positions) in enumerate(zip(examples, starts))]
+  out = []
+  for i, (e, positions) in enumerate(zip(examples, starts)):
+    tags = []
+    for p in positions:
+      tags.append(labels[pred[i, p]] if p >= 0 else _continued(tags[-1] if tags else "O"))
+    out.append(tags + ["O"] * (len(e.words) - len(positions)))
+  return out
 
 
 def evaluate(examples, starts, logits, labels, data_config) -> dict:

@@ -22,13 +22,17 @@ import numpy as np
 from bert_jax.data import tokenizer
 
 
-def _breaks_words(ch: str) -> bool:
-  """CJK ideographs and punctuation are words of their own (as in BERT)."""
+def is_cjk(ch: str) -> bool:
+  """A CJK ideograph, CJK punctuation or full-width form: text written without
+  spaces between words."""
   cp = ord(ch)
-  if (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2FA1F
-      or 0xF900 <= cp <= 0xFAFF or 0x3000 <= cp <= 0x303F or 0xFF00 <= cp <= 0xFFEF):
-    return True
-  return unicodedata.category(ch)[0] == "P"
+  return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2FA1F
+          or 0xF900 <= cp <= 0xFAFF or 0x3000 <= cp <= 0x303F or 0xFF00 <= cp <= 0xFFEF)
+
+
+def _breaks_words(ch: str) -> bool:
+  """CJK characters and punctuation are words of their own (as in BERT)."""
+  return is_cjk(ch) or unicodedata.category(ch)[0] == "P"
 
 
 def piece_tables(tok: tokenizer.Tokenizer) -> tuple[np.ndarray, np.ndarray]:

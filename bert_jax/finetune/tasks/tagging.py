@@ -6,11 +6,11 @@ Metric: entity-level precision/recall/F1 as seqeval computes them by default
 (conlleval's chunking)."""
 
 import dataclasses
-import unicodedata
 
 import numpy as np
 from etils import epath
 
+from bert_jax.data import words as word_units
 from bert_jax.finetune import step as finetune_step
 from bert_jax.finetune import features
 from bert_jax.errors import InputError
@@ -72,18 +72,13 @@ def num_outputs(labels: list[str]) -> int:
   return len(labels)
 
 
-def _wide(ch: str) -> bool:
-  """A CJK ideograph, kana or full-width form: scripts written without spaces."""
-  return unicodedata.east_asian_width(ch) in ("W", "F")
-
-
 def running_text(words) -> tuple[str, list[tuple[int, int]]]:
   """The words as the text they came from, and each one's [start, end) in it: joined
-  by a space, except beside a wide (CJK) character, where running text has none (a
-  Chinese sentence tagged per character reads as the sentence itself)."""
+  by a space, except beside a CJK character or full-width form, where running text
+  has none (a Chinese sentence tagged per character reads as the sentence itself)."""
   text, spans = "", []
   for w in words:
-    if text and not (_wide(text[-1]) or _wide(w[0])):
+    if text and not (word_units.is_cjk(text[-1]) or word_units.is_cjk(w[0])):
       text += " "
     spans.append((len(text), len(text) + len(w)))
     text += w

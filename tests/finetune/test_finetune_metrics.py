@@ -150,7 +150,7 @@ class PieceTokenizer(CharTokenizer):
 
 
 def test_tagging_reads_chinese_as_running_text_and_continues_shared_pieces(tmp_path):
-  # No space beside wide characters (CJK, full-width digits), one between others.
+  # No space beside CJK characters and full-width forms (１), one between others.
   assert tagging.running_text(["迈", "向", "A", "B", "１", "x"]) == (
       "迈向A B１x", [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6), (6, 7)])
   path = tmp_path / "zh.txt"

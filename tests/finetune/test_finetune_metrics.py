@@ -1,6 +1,7 @@
 """Fine-tuning metrics against hand-computed values; data reading, features and bad
 input of the three tasks (no model involved)."""
 
+import itertools
 import json
 
 import numpy as np
@@ -169,14 +170,43 @@ def test_tagging_reads_chinese_as_running_text_and_continues_shared_pieces(tmp_p
   # A shared piece's words continue its tag: 中国 -> B-LOC I-LOC, 人民 -> O O; 新 sits
   # in "的新" (O), so that entity can only be found from 华 on: the cost is counted.
   logits = np.zeros((1, 16, len(labels)))
-  logits[0, [2, 3, 4, 5], [1, 0, 0, 4]] = 1
+  logits[0, [2, 3, 4, 5], [1, 0, 0, 2]] = 1
   assert tagging.predictions(examples, starts, logits, labels, None)[0]["labels"] == [
-      "B-LOC", "I-LOC", "O", "O", "O", "O", "I-PER"]
+      "B-LOC", "I-LOC", "O", "O", "O", "O", "B-PER"]
   # Cut inside: max_seq_length 5 keeps [CLS] ▁ 中国 人民 [SEP]; the rest is "O".
   _, starts, counts = tagging.featurize(examples, PieceTokenizer(), labels,
                                         _data("tagging", max_seq_length=5))
   assert starts[0] == [2, -1, 3, -1]
   assert counts["truncated_sentences"] == 1 and counts["truncated_words"] == 3
+
+
+def test_tagging_decodes_the_best_sequence_bio_allows():
+  labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+  allowed, first = tagging.transitions(labels)
+  assert allowed[1, 2] and allowed[2, 2] and allowed[3, 4]  # I-X after B-X / I-X
+  assert not (allowed[0, 2] or allowed[3, 2] or allowed[4, 2])  # not after O or LOC
+  assert allowed[:, [0, 1, 3]].all() and list(first) == [1, 1, 0, 1, 0]
+  # Greedy reads B-LOC I-PER (0.5, 0.9); the best path BIO allows is B-PER I-PER
+  # (0.4 * 0.9 = 0.36 > B-LOC I-LOC's 0.5 * 0.05).
+  probs = np.array([[0.1, 0.4, 0.0, 0.5, 0.0], [0.05, 0.0, 0.9, 0.0, 0.05]])
+  with np.errstate(divide="ignore"):
+    assert tagging.viterbi(np.log(probs), labels) == [1, 2]
+  assert tagging.viterbi(np.zeros((0, 5)), labels) == []
+  # Against every sequence of 4 words.
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    log_probs = np.log(rng.dirichlet(np.ones(5), size=4))
+    legal = [s for s in itertools.product(range(5), repeat=4)
+             if first[s[0]] and all(allowed[a, b] for a, b in zip(s, s[1:]))]
+    best = max(legal, key=lambda s: log_probs[np.arange(4), s].sum())
+    assert tagging.viterbi(log_probs, labels) == list(best)
+  # Through predictions: argmax O I-PER I-PER comes out O B-PER I-PER.
+  example = tagging.Example(("a", "b", "c"), None, "x", 1)
+  logits = np.log(np.array([[[0.1] * 5] + [[0.9, 0.02, 0.04, 0.02, 0.02],
+                                           [0.1, 0.3, 0.4, 0.1, 0.1],
+                                           [0.1, 0.1, 0.6, 0.1, 0.1]]]))
+  assert tagging.predictions([example], [[1, 2, 3]], logits, labels, None)[0][
+      "labels"] == ["O", "B-PER", "I-PER"]
 
 
 def test_pair_packing_cuts_the_longer_segment_first():

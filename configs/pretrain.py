@@ -211,6 +211,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.shuffle_buffer = 2_000
   # Sentences used to train the SentencePiece model (sampled when the corpus is larger).
   c.data.tokenizer_sentences = 300_000
+  # SentencePiece's model_type for a new tokenizer (one already in the workdir is
+  # kept): "unigram" (pieces of words), "bpe", or "char" (one token per character, as
+  # Google's Chinese BERT; no piece spans a word boundary, at the cost of longer
+  # sequences for the same text). Up to model.vocab_size tokens either way.
+  c.data.tokenizer_model_type = "unigram"
   # Use only the first N documents of the corpus (0: all). For quick experiments.
   c.data.max_documents = 0
   # The first N documents are held out (never trained on) as the evaluation set.

@@ -18,6 +18,7 @@ MIN_SEQ_LENGTH = 5
 
 OBJECTIVES = ("nsp", "sop", "none")
 MASKING = ("dynamic", "static")
+SPM_MODEL_TYPES = ("unigram", "bpe", "char")
 OPTIMIZERS = ("lamb", "adamw")
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT = ("none", "full", "dots_saveable")
@@ -72,6 +73,7 @@ def _pretrain(c, training: bool):
 
   yield _choice("data.objective", d.objective, OBJECTIVES)
   yield _choice("data.masking", d.masking, MASKING)
+  yield _choice("data.tokenizer_model_type", d.tokenizer_model_type, SPM_MODEL_TYPES)
   yield (d.max_seq_length >= MIN_SEQ_LENGTH,
          f"data.max_seq_length={d.max_seq_length} must be at least {MIN_SEQ_LENGTH}")
   yield (d.max_seq_length <= m.max_position_embeddings,

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import bert_jax
 
@@ -140,6 +141,7 @@ print("ok without tensorflow")
 """
 
 
+@pytest.mark.slow
 def test_runtime_plan_and_step_benchmark_run_without_tensorflow(tmp_path):
   site_packages = pathlib.Path(np.__file__).parents[1]
   view = tmp_path / "site-packages"

@@ -503,7 +503,8 @@ def _prepare(config, workdir: str, out_dir: str, job: Job, meetings: Meetings) -
   else:
     meetings.meet("tokenizer")
   tok = tokenizer.get_or_train(workdir, tokenizer_sample, config.model.vocab_size,
-                               d.tokenizer_sentences, config.train.seed)
+                               d.tokenizer_sentences, config.train.seed,
+                               d.tokenizer_model_type)
   if tok.pad_id != 0:
     raise ValueError(f"the tokenizer's [PAD] has id {tok.pad_id}; rows are padded with 0")
   if lead:

@@ -190,8 +190,9 @@ def from_dir(directory: str) -> Tokenizer | None:
 
 
 def train(sentences: Iterable[str], vocab_size: int, max_sentences: int = 300_000,
-          seed: int = 0) -> bytes:
-  """Trains a unigram SentencePiece model; returns the serialized model."""
+          seed: int = 0, model_type: str = "unigram") -> bytes:
+  """Trains a SentencePiece model of `model_type` (unigram, bpe or char); returns the
+  serialized model."""
   sentences = [s for s in sentences if s.strip()]
   if not sentences:
     raise InputError("no text to train the tokenizer on: the corpus is empty or is not "
@@ -200,7 +201,7 @@ def train(sentences: Iterable[str], vocab_size: int, max_sentences: int = 300_00
     sentences = random.Random(seed).sample(sentences, max_sentences)
   out = io.BytesIO()
   try:
-    _train_spm(sentences, out, vocab_size)
+    _train_spm(sentences, out, vocab_size, model_type)
   except RuntimeError as e:  # SentencePiece's own checks, e.g. too few pieces asked
     # "INTERNAL: src/trainer_interface.cc(638) [check] Vocabulary size is ...": the words.
     cause = str(e).strip().splitlines()[-1].split("] ")[-1] if str(e).strip() else repr(e)
@@ -209,10 +210,10 @@ def train(sentences: Iterable[str], vocab_size: int, max_sentences: int = 300_00
   return out.getvalue()
 
 
-def _train_spm(sentences: list[str], out, vocab_size: int) -> None:
+def _train_spm(sentences: list[str], out, vocab_size: int, model_type: str) -> None:
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences), model_writer=out,
-      vocab_size=vocab_size, model_type="unigram",
+      vocab_size=vocab_size, model_type=model_type,
       # 0.9995 keeps rare CJK characters as pieces instead of [UNK].
       character_coverage=0.9995,
       pad_id=PAD_ID, pad_piece="[PAD]", unk_id=UNK_ID, unk_piece="[UNK]",
@@ -226,16 +227,16 @@ def _train_spm(sentences: list[str], out, vocab_size: int) -> None:
 
 
 def get_or_train(workdir: str, sentences_fn, vocab_size: int,
-                 max_sentences: int, seed: int = 0) -> Tokenizer:
+                 max_sentences: int, seed: int = 0, model_type: str = "unigram") -> Tokenizer:
   """The workdir's tokenizer (SentencePiece model, or a WordPiece vocab adopted from
   an imported checkpoint); trains WORKDIR/tokenizer/spm.model from `sentences_fn()`
-  when there is none."""
+  when there is none (`model_type` applies only then)."""
   path = next((p for p in (os.path.join(workdir, MODEL_FILE),
                             os.path.join(workdir, VOCAB_FILE)) if epath.Path(p).exists()),
               None)
   if path is None:
     path = os.path.join(workdir, MODEL_FILE)
-    proto = train(sentences_fn(), vocab_size, max_sentences, seed)
+    proto = train(sentences_fn(), vocab_size, max_sentences, seed, model_type)
     epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = epath.Path(path + ".tmp")
     tmp.write_bytes(proto)

@@ -68,7 +68,8 @@ def run(config, workdir: str, corpus_mb: float = 1024,
         make_corpus(source, corpus_mb)
       sentences = lambda: [s for d in corpus.peoples_daily_documents() for s in d]
       tokenizer.get_or_train(workdir, sentences, config.model.vocab_size,
-                             config.data.tokenizer_sentences, config.train.seed)
+                             config.data.tokenizer_sentences, config.train.seed,
+                             config.data.tokenizer_model_type)
       shutil.rmtree(prepare.data_dir(config, workdir), ignore_errors=True)
     meetings.meet("ready")
     _peak_rss_mb(reset=True)

@@ -43,6 +43,7 @@ PRETRAIN_RULES = [
     (dict(model__position_init="rope"), "model.position_init='rope'"),
     (dict(data__objective="mlm"), "data.objective='mlm'"),
     (dict(data__masking="random"), "data.masking='random'"),
+    (dict(data__tokenizer_model_type="word"), "data.tokenizer_model_type='word'"),
     (dict(data__max_seq_length=4), "data.max_seq_length=4 must be at least 5"),
     (dict(data__max_seq_length=1024), "longer than the model's"),
     (dict(data__mask_prob=0.0), "data.mask_prob=0.0"),

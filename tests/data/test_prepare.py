@@ -94,6 +94,22 @@ def test_prepare_writes_balanced_shards_and_stats(tmp_path, tiny_config):
   assert stats["special_ids"] == {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 
 
+def test_a_character_tokenizer_gives_one_token_per_character(tmp_path, tiny_config):
+  text = "\n\n".join(f"第{d}篇文章。人民日报的新闻，今天天气很好。" for d in range(20))
+  (tmp_path / "in.txt").write_text(text, encoding="utf-8")
+  config = tiny_config.copy_and_resolve_references()
+  config.data.update(input=str(tmp_path / "in.txt"), num_shards=4, num_streams=4,
+                     eval_documents=0, tokenizer_model_type="char")
+  stats = prepare.run(config, str(tmp_path / "work"))
+  tok = tokenizer.load(str(tmp_path / "work" / tokenizer.MODEL_FILE))
+  pieces = [tok.id_to_token(i) for i in range(tok.vocab_size)][5:]
+  assert all(len(p) == 1 for p in pieces), pieces
+  assert "人" in pieces and "人民" not in pieces
+  # Every character of a sentence is a token: 今天天气很好 -> 今 天 天 气 很 好.
+  assert [tok.id_to_token(i) for i in tok.encode("今天天气很好")][-6:] == list("今天天气很好")
+  assert stats["documents"] == 20
+
+
 def test_tokenizer_is_reused_when_present(tmp_path):
   sentences = ["今天天气很好。", "我们一起去公园散步。", "人民日报的新闻。"] * 50
   first = tokenizer.get_or_train(str(tmp_path), lambda: sentences, 60, 1000)

@@ -99,6 +99,7 @@ def test_bias_gradient_is_a_dot_not_a_reduction():
   assert len(dots) == 3 and dots.count(("bf16", "bf16")) >= 2
 
 
+@pytest.mark.slow
 def test_bf16_train_step_runs_sharded_and_tracks_f32(tiny_config):
   # XLA:CPU cannot run a bf16 x bf16 -> f32 dot outside YNNPACK ("Unsupported element
   # type for DotThunk"); the partitioned bf16 step must not produce one.

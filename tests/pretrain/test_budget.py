@@ -88,6 +88,7 @@ def test_training_stops_at_the_budget_and_a_resume_continues_the_schedule(
   assert resumed[-1]["learning_rate"] == 0.0
 
 
+@pytest.mark.slow
 def test_training_stops_at_the_target_accuracy_and_logs_the_time_to_it(
     tiny_config, tiny_data_dir, tmp_path):
   config = _config(tiny_config, tiny_data_dir, 0.0)

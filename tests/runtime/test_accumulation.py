@@ -8,6 +8,7 @@ import functools
 
 import jax
 import numpy as np
+import pytest
 
 from bert_jax.model import dropout as dropout_lib
 from bert_jax.pretrain import step as pretrain_step
@@ -40,6 +41,7 @@ def _max_diff(a, b) -> float:
   return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.abs(x - y).max()), a, b)))
 
 
+@pytest.mark.slow
 def test_accumulated_gradient_equals_the_whole_batch_one(tiny_config):
   """With dropout on (off is test_accumulating_step_...): the masks must follow the
   examples into their microbatches."""

@@ -15,9 +15,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/bert-jax demo --workdir demo_workdir
 
 # The full suite on 8 emulated CPU devices (slow end-to-end tests included): two
-# tests at a time (pytest-xdist; most are one compile-bound thread), handed out one by
-# one, slow ones first (tests/conftest.py); then alone the ones that wait on
-# wall-clock limits (marked serial).
+# tests at a time (pytest-xdist; most are one compile-bound thread), then alone the
+# ones that wait on wall-clock limits (marked serial).
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -q -n 2 --maxschedchunk=1 -m "not serial" --durations=15 tests
+	$(VENV)/bin/python -m pytest -q -n 2 -m "not serial" --durations=15 tests
 	$(VENV)/bin/python -m pytest -q -m serial --durations=5 tests

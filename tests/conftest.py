@@ -26,13 +26,6 @@ def pytest_configure(config):
       "which run two at a time")
 
 
-def pytest_collection_modifyitems(items):
-  """The slow tests first: `make test` hands tests to its two workers one at a time
-  (--maxschedchunk=1), so the long ones start early and the suite ends on short ones,
-  not with one worker idle while the other finishes a minute-long run."""
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session")
 def tiny_config():
   from bert_jax.configs import pretrain  # pylint: disable=g-import-not-at-top

@@ -134,10 +134,12 @@ def run(config, steps: int = 10, warmup: int = 2, workdir: str | None = None) ->
       "step_ms_min": round(min(times) * 1e3, 2),
       "tokens_per_sec": round(batch * seq_len / step_s, 1),
       "model_flops_per_token": round(per_token),
-      "achieved_tflops": round(achieved / 1e12, 4),
-      "peak_tflops": None if peak is None else round(peak / 1e12, 4),
+      # Four significant digits, not decimals: on a CPU these are ~0.005 TFLOP/s
+      # and MFU ~0.03, where four decimals would be off by a percent.
+      "achieved_tflops": float(f"{achieved / 1e12:.4g}"),
+      "peak_tflops": None if peak is None else float(f"{peak / 1e12:.4g}"),
       "peak_source": peak_source,
-      "mfu": None if peak is None else round(achieved / peak, 4),
+      "mfu": None if peak is None else float(f"{achieved / peak:.4g}"),
       "step_hlo_sha256": step_fingerprint(s),
   }
   log.info("benchmark step %s: %.1f ms/step, %.0f tokens/s, MFU %s",

@@ -190,8 +190,8 @@ def test_tagging_decodes_the_best_sequence_bio_allows():
   # (0.4 * 0.9 = 0.36 > B-LOC I-LOC's 0.5 * 0.05).
   probs = np.array([[0.1, 0.4, 0.0, 0.5, 0.0], [0.05, 0.0, 0.9, 0.0, 0.05]])
   with np.errstate(divide="ignore"):
-    assert tagging.viterbi(np.log(probs), labels) == [1, 2]
-  assert tagging.viterbi(np.zeros((0, 5)), labels) == []
+    assert tagging.viterbi(np.log(probs), allowed, first) == [1, 2]
+  assert tagging.viterbi(np.zeros((0, 5)), allowed, first) == []
   # Against every sequence of 4 words.
   rng = np.random.default_rng(0)
   for _ in range(20):
@@ -199,7 +199,7 @@ def test_tagging_decodes_the_best_sequence_bio_allows():
     legal = [s for s in itertools.product(range(5), repeat=4)
              if first[s[0]] and all(allowed[a, b] for a, b in zip(s, s[1:]))]
     best = max(legal, key=lambda s: log_probs[np.arange(4), s].sum())
-    assert tagging.viterbi(log_probs, labels) == list(best)
+    assert tagging.viterbi(log_probs, allowed, first) == list(best)
   # Through predictions: argmax O I-PER I-PER comes out O B-PER I-PER.
   example = tagging.Example(("a", "b", "c"), None, "x", 1)
   logits = np.log(np.array([[[0.1] * 5] + [[0.9, 0.02, 0.04, 0.02, 0.02],

@@ -158,13 +158,12 @@ def transitions(labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
   return allowed, np.array([kind is None for kind in inside])
 
 
-def viterbi(log_probs: np.ndarray, labels: list[str]) -> list[int]:
-  """The most probable tag sequence (rows: words) that BIO allows. Argmax alone can
-  put I-X after O or after another type, which chunking reads as a broken or
-  mislabelled entity; the constraint gained 1.4 F1 points on People's Daily NER."""
+def viterbi(log_probs: np.ndarray, allowed: np.ndarray, first: np.ndarray) -> list[int]:
+  """The most probable tag sequence (rows: words) that `transitions` allows. Argmax
+  alone can put I-X after O or after another type, which chunking reads as a broken
+  or mislabelled entity; the constraint gained 1.4 F1 points on People's Daily NER."""
   if not len(log_probs):
     return []
-  allowed, first = transitions(labels)
   penalty = np.where(allowed, 0.0, -np.inf)
   score, back = np.where(first, log_probs[0], -np.inf), []
   for row in log_probs[1:]:
@@ -180,9 +179,11 @@ def viterbi(log_probs: np.ndarray, labels: list[str]) -> list[int]:
 def _tags(examples, starts, logits, labels) -> list[list[str]]:
   logits = np.asarray(logits, np.float32)
   log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+  allowed, first = transitions(labels)  # once, not per sentence
   out = []
   for i, (e, positions) in enumerate(zip(examples, starts)):
-    decoded = iter(viterbi(log_probs[i, [p for p in positions if p >= 0]], labels))
+    own = [p for p in positions if p >= 0]
+    decoded = iter(viterbi(log_probs[i, own], allowed, first))
     tags = []
     for p in positions:
       tags.append(labels[next(decoded)] if p >= 0

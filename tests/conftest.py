@@ -3,19 +3,27 @@
 Compiled programs go to a persistent compilation cache made fresh for this session
 (and inherited by the CLI subprocesses the tests start): the suite compiles the same
 tiny train step in dozens of processes, and a hit changes only how long a test
-takes, never what it computes."""
+takes, never what it computes. Each process removes its cache when it exits (a
+test session's cache is hundreds of MB, and /tmp is not always cleaned)."""
 
 import os
+import shutil
 import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bert_jax-test-xla-")
+_CACHE_DIR = os.environ["JAX_COMPILATION_CACHE_DIR"]
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+  del config
+  shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_configure(config):

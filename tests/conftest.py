@@ -21,8 +21,7 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 import pytest  # noqa: E402
 
 
-def pytest_unconfigure(config):
-  del config
+def pytest_unconfigure():  # pluggy passes only the arguments a hook names
   shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 

@@ -91,6 +91,16 @@ PRESETS = {
 }
 
 
+def describe(model) -> str:
+  """A model section's size for people, from its shape (`model.size` is the preset's
+  label, kept when layers or widths are overridden): the SIZES name of that shape,
+  else L/H/A as the BERT miniatures (Turc et al. 2019) name them."""
+  shape = (model["num_layers"], model["hidden_size"], model["num_heads"])
+  names = [name for name, s in SIZES.items()
+           if s == shape and model["intermediate_size"] == 4 * shape[1]]
+  return names[0] if names else "L{}/H{}/A{}".format(*shape)
+
+
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   if arg in PRESETS:
     size, changes = PRESETS[arg]

@@ -19,6 +19,8 @@ import time
 
 from bert_jax.finetune import loop as finetune
 from bert_jax.configs import finetune as finetune_configs
+from bert_jax.configs import pretrain as pretrain_configs
+from bert_jax.runtime import checkpoints
 
 SEED = 0
 # Fractions of the deduplicated reviews held out for choosing the epoch and for test.
@@ -178,7 +180,8 @@ def run(pretrained: str) -> dict:
         f"test {len(test)}; max_seq_length 64 cut {out['pretrained']['truncated']} "
         f"training reviews")
   print(f"{'':34} {'test acc':>8} {'time':>7}")
-  for key, label in (("pretrained", "tiny BERT, pretrained start"),
+  model = pretrain_configs.describe(checkpoints.read_config(pretrained)["model"])
+  for key, label in (("pretrained", f"{model} BERT, pretrained start"),
                      ("scratch", "same model from scratch"),
                      ("baseline", "naive Bayes, char 1+2-grams"),
                      ("tfidf", f"TF-IDF char 1-3 + LR (C={out['tfidf']['C']:g})")):

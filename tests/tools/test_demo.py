@@ -1,5 +1,7 @@
-"""The demo's picture: held-out accuracy against training time, with the references."""
+"""The demo: its picture (held-out accuracy against training time, with the references),
+its workdir, its dtype and how it names the model."""
 
+from bert_jax.configs import pretrain
 from bert_jax.tools import demo
 
 
@@ -40,3 +42,12 @@ def test_the_demo_computes_in_bfloat16_only_where_it_is_fast(tmp_path, monkeypat
   cpuinfo.unlink()  # not Linux
   assert not demo.fast_bfloat16()
   assert demo.default_config().model.position_init == "sinusoidal"
+
+
+def test_the_model_is_named_by_its_shape_not_its_preset_label():
+  model = pretrain.get_config("demo").model
+  assert pretrain.describe(model) == "tiny"
+  model.update(num_layers=4, hidden_size=256, num_heads=4, intermediate_size=1024)
+  assert model.size == "tiny" and pretrain.describe(model) == "mini"
+  model.intermediate_size = 512
+  assert pretrain.describe(model) == "L4/H256/A4"

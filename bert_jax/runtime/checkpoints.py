@@ -24,19 +24,23 @@ CONFIG_FILE = "config.json"
 # here too, so `from_pretrained` finds the encoder in it).
 FINETUNE_FILE = "finetune.json"
 
-# Orbax splits the write of a replicated array among its replicas, each slicing its
-# part on its device: one XLA compile per device and slice shape. For small slices
-# that costs far more than it saves (a tiny model's first save on 8 CPU devices made
-# 96 such compiles: two saves took 5.3 s, 0.5 s with this floor), so only arrays
-# whose per-replica part reaches 1 MiB are split; the files written are the same.
-_MIN_REPLICA_SLICE_BYTES = 1 << 20
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(
-        min_slice_bytes_for_replica_parallel=_MIN_REPLICA_SLICE_BYTES,
-        # The default handler's per-array metadata store (no public constructor).
-        array_metadata_store=getattr(ocp.type_handlers.get_type_handler(jax.Array),
-                                     "_array_metadata_store", None)),
-    override=True)
+
+def set_replica_slice_floor(min_bytes: int) -> None:
+  """Orbax splits the write of a replicated array among its replicas, each slicing
+  its part on its device: one XLA compile per device and slice shape. For small parts
+  that costs far more than it saves (BUILD.md § Resuming: a tiny model's first save on
+  8 CPU devices made 96 such compiles), so only parts of `min_bytes` or more are
+  split (0: all, Orbax's default). The files written are the same."""
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(
+          min_slice_bytes_for_replica_parallel=min_bytes,
+          # The default handler's per-array metadata store (no public constructor).
+          array_metadata_store=getattr(ocp.type_handlers.get_type_handler(jax.Array),
+                                       "_array_metadata_store", None)),
+      override=True)
+
+
+set_replica_slice_floor(1 << 20)
 
 
 def manager(workdir: str, keep: int = 3, async_save: bool = True, keep_best: int = 0,

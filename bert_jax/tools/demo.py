@@ -139,7 +139,8 @@ def run(workdir: str, config=None) -> list[dict]:
   rows = [r for r in logged if "loss" in r]  # training steps (step 0: the references)
   refs = next((r for r in logged if "ref_neighbours_mlm_accuracy" in r), {})
   nsp = config.data.objective != "none"  # a sentence task to report
-  print(f"\nbert-jax demo: {pretrain_configs.describe(config.model)} BERT ({config.model.dtype}) on People's "
+  model = pretrain_configs.describe(config.model)
+  print(f"\nbert-jax demo: {model} BERT ({config.model.dtype}) on People's "
         f"Daily (1998-01)" + (" and the training reviews" if "," in config.data.input
                               else "") + f", workdir {workdir}")
   print(f"{'step':>6} {'minutes':>8} {'loss':>8} {'mlm_acc':>8}"

@@ -9,6 +9,7 @@ any mesh.
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 
@@ -31,13 +32,18 @@ def set_replica_slice_floor(min_bytes: int) -> None:
   that costs far more than it saves (BUILD.md § Resuming: a tiny model's first save on
   8 CPU devices made 96 such compiles), so only parts of `min_bytes` or more are
   split (0: all, Orbax's default). The files written are the same."""
-  ocp.type_handlers.register_type_handler(
-      jax.Array, ocp.type_handlers.ArrayHandler(
-          min_slice_bytes_for_replica_parallel=min_bytes,
-          # The default handler's per-array metadata store (no public constructor).
-          array_metadata_store=getattr(ocp.type_handlers.get_type_handler(jax.Array),
-                                       "_array_metadata_store", None)),
-      override=True)
+  handler = ocp.type_handlers.ArrayHandler(
+      min_slice_bytes_for_replica_parallel=min_bytes,
+      # The default handler's per-array metadata store (no public constructor).
+      array_metadata_store=getattr(ocp.type_handlers.get_type_handler(jax.Array),
+                                   "_array_metadata_store", None))
+  absl_logger = logging.getLogger("absl")  # Orbax warns of every replaced handler
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+  finally:
+    absl_logger.setLevel(level)
 
 
 set_replica_slice_floor(1 << 20)

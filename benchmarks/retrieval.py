@@ -1,11 +1,13 @@
 """Headline -> body retrieval on the embedded People's Daily corpus: BM25 over
 character bigrams (bm25s) beside the pretrained encoder's embeddings with no
-fine-tuning, unsupervised SimCSE, and contrastive fine-tuning on headline-body pairs.
+fine-tuning, unsupervised SimCSE, and contrastive fine-tuning on headline-body pairs:
+alone, with BM25-mined hard negatives, and with inverse-cloze pairs added.
 One JSON line; BUILD.md § Retrieval has the table.
 
     pip install bm25s
     python benchmarks/retrieval.py --workdir /tmp/retrieval --pretrain_budget 300
-    python benchmarks/retrieval.py --workdir /tmp/retrieval --pretrained W
+    python benchmarks/retrieval.py --workdir /tmp/retrieval --pretrained W \
+        --systems contrastive_pairs_ict --finetune train.epochs=3
 
 An article of the corpus (data.corpus.peoples_daily_lines) opens with its headline,
 the first line; its body is its body lines (those ending a sentence: bylines and
@@ -17,25 +19,31 @@ of its set has the same headline. The test pool is the articles held out of pret
 must find its own body among all of the pool's bodies. Fine-tuning uses the other
 articles, its last --dev articles to choose the epoch; the pool is scored once.
 
-Encoders embed with mean pooling and see the first data.max_seq_length tokens of a
-body; BM25 indexes whole bodies.
+Encoders embed with mean pooling and see the first --max_length tokens of a body;
+BM25 indexes whole bodies. A hard negative is the training body BM25 ranks highest
+for a headline after its own (DPR's). Inverse-cloze pairs (Lee et al. 2019) need no
+headline: a sentence of a training article's body is the query for the rest of it.
 """
 
 import argparse
 import collections
+import functools
+import itertools
 import json
 import os
+import re
 import time
 
 import numpy as np
 
-from bert_jax.configs import finetune as finetune_configs, pretrain as pretrain_configs
+from bert_jax.configs import finetune as finetune_configs
 from bert_jax.data import corpus
 from bert_jax.finetune import loop as finetune
 from bert_jax.finetune.tasks import similarity
 from bert_jax.inference import encode as encode_lib
 from bert_jax.interop import pretrained as pretrained_lib
 from bert_jax.pretrain import loop as pretrain
+from bert_jax.tools import demo
 
 
 # The corpus has no article markers (corpus.peoples_daily_lines guesses them), so
@@ -62,6 +70,24 @@ def articles(min_headline: int, min_body: int) -> list[tuple[str, str] | None]:
   return out
 
 
+def ict_pairs(start: int, leave_out: set, leads: int) -> list[tuple[str, str]]:
+  """Inverse-cloze pairs (Lee et al. 2019) from the articles from `start` on whose
+  body is not in `leave_out`: each of a body's first `leads` sentences is a query for
+  the rest of its body. Articles without a headline count too."""
+  out = []
+  for lines in itertools.islice(corpus.peoples_daily_lines(), start, None):
+    texts = ["".join(corpus.untag_words(line)) for line in lines]
+    body = "".join(t for t in texts[1:] if corpus.is_body(t))
+    if body in leave_out:
+      continue
+    sentences = re.findall(r"[^。！？]+[。！？]*", body)
+    for i, sentence in enumerate(sentences[:leads]):
+      rest = "".join(sentences[:i] + sentences[i + 1:])
+      if 10 <= len(sentence) <= 120 and len(rest) >= 50:
+        out.append((sentence, rest))
+  return out
+
+
 def unique_headlines(pairs: list) -> list[tuple[str, str]]:
   """The pairs whose headline occurs once among them (a repeated one, such as a
   photo caption's, cannot say which body it wants)."""
@@ -74,12 +100,19 @@ def bigrams(text: str) -> list[str]:
   return [text[i:i + 2] for i in range(len(text) - 1)] or [text]
 
 
-def bm25_ranks(pool) -> np.ndarray:
+def bm25_scores(pairs) -> np.ndarray:
+  """BM25 of every headline [rows] against every body [columns] of `pairs`."""
   import bm25s  # pylint: disable=g-import-not-at-top
   retriever = bm25s.BM25()
-  retriever.index([bigrams(body) for _, body in pool], show_progress=False)
-  scores = np.stack([retriever.get_scores(bigrams(headline)) for headline, _ in pool])
-  return similarity.ranks(scores)
+  retriever.index([bigrams(body) for _, body in pairs], show_progress=False)
+  return np.stack([retriever.get_scores(bigrams(headline)) for headline, _ in pairs])
+
+
+def bm25_negatives(pairs) -> list[str]:
+  """Each headline's hard negative: the body BM25 ranks highest after its own."""
+  scores = bm25_scores(pairs)
+  np.fill_diagonal(scores, -np.inf)
+  return [pairs[j][1] for j in scores.argmax(1)]
 
 
 def embedding_ranks(model_dir: str, pool, max_length: int) -> np.ndarray:
@@ -97,26 +130,29 @@ def write_rows(path: str, rows: list[dict]) -> str:
   return path
 
 
-def fine_tune(pretrained: str, train_rows, dev_file: str, workdir: str, args) -> dict:
+def fine_tune(pretrained: str, train_rows, dev_file: str, workdir: str, args,
+              overrides: list[str]) -> dict:
   c = finetune_configs.get_config("similarity")  # its defaults, by model size
   c.init_from = pretrained
   c.train_file = write_rows(os.path.join(args.workdir, os.path.basename(workdir)
                                          + "_train.jsonl"), train_rows)
   c.eval_file = dev_file
   c.data.max_seq_length = args.max_length
-  if args.epochs:
-    c.train.epochs = args.epochs
+  for item in overrides + args.finetune:  # KEY=VALUE, typed as the field it replaces
+    key, value = item.split("=", 1)
+    *path, leaf = key.split(".")
+    node = functools.reduce(getattr, path, c)
+    setattr(node, leaf, type(getattr(node, leaf))(value))
   start = time.time()
   results = finetune.run(c, workdir)
   return {"dev_best": results["best"], "seconds": round(time.time() - start, 1)}
 
 
 def pretrain_demo(workdir: str, budget: float, held_out: int) -> str:
-  """The demo's recipe for `budget` seconds of training, holding out `held_out`
-  articles (the test pool)."""
-  config = pretrain_configs.get_config("demo")
+  """The demo's recipe (bf16 where this CPU computes it natively) for `budget`
+  seconds of training, holding out `held_out` articles (the test pool)."""
+  config = demo.default_config()
   config.train.time_budget = budget
-  config.train.num_steps = 1_000_000
   config.data.eval_documents = held_out
   pretrain.run(config, workdir)
   return workdir
@@ -134,7 +170,14 @@ def main():
   parser.add_argument("--min_headline", type=int, default=5)
   parser.add_argument("--min_body", type=int, default=50)
   parser.add_argument("--max_length", type=int, default=128)
-  parser.add_argument("--epochs", type=int, default=0, help="0: by model size")
+  parser.add_argument("--finetune", action="append", default=[], metavar="KEY=VALUE",
+                      help="a field of configs/finetune.py:similarity, e.g. "
+                      "train.epochs=20 (repeatable)")
+  parser.add_argument("--ict_leads", type=int, default=1000,
+                      help="inverse-cloze queries per article: its first N sentences")
+  parser.add_argument("--ict_epochs", type=int, default=3)
+  parser.add_argument("--systems", default="", help="fine-tuned systems to run "
+                      "(comma-separated; default all)")
   args = parser.parse_args()
   os.makedirs(args.workdir, exist_ok=True)
   out = {"what": "retrieval"}
@@ -158,20 +201,31 @@ def main():
 
   systems = {}
   start = time.time()
-  systems["bm25_char_bigrams"] = {"ranks": bm25_ranks(pool),
+  systems["bm25_char_bigrams"] = {"ranks": similarity.ranks(bm25_scores(pool)),
                                   "seconds": round(time.time() - start, 1)}
   start = time.time()
   systems["pretrained_mean"] = {"ranks": embedding_ranks(pretrained, pool,
                                                          args.max_length),
                                 "seconds": round(time.time() - start, 1)}
-  runs = {
+  runs = {  # name: (training rows, its config overrides)
       # Unsupervised SimCSE: every training headline and body on its own.
-      "simcse": [{"text": t} for pair in train for t in pair],
-      "contrastive_pairs": [{"text": h, "text_pair": b} for h, b in train],
+      "simcse": ([{"text": t} for pair in train for t in pair], []),
+      "contrastive_pairs": ([{"text": h, "text_pair": b} for h, b in train], []),
+      "contrastive_pairs_bm25_negatives": ([
+          {"text": h, "text_pair": b, "negative": n}
+          for (h, b), n in zip(train, bm25_negatives(train))], []),
+      # Headline pairs and inverse-cloze pairs of every training article: 20 times
+      # the rows, so fewer epochs.
+      "contrastive_pairs_ict": ([
+          {"text": h, "text_pair": b} for h, b in
+          train + ict_pairs(held_out, {b for _, b in dev}, args.ict_leads)],
+                                [f"train.epochs={args.ict_epochs}"]),
   }
-  for name, rows in runs.items():
+  for name, (rows, overrides) in runs.items():
+    if args.systems and name not in args.systems.split(","):
+      continue
     workdir = os.path.join(args.workdir, name)
-    info = fine_tune(pretrained, rows, dev_file, workdir, args)
+    info = fine_tune(pretrained, rows, dev_file, workdir, args, overrides)
     systems[name] = {"ranks": embedding_ranks(workdir, pool, args.max_length), **info}
   for name, system in systems.items():
     ranks = system.pop("ranks")

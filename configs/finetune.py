@@ -21,7 +21,8 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
 
   # classification (CSV/TSV/JSONL: text, optional text_pair, label), tagging (CoNLL,
   # BIO tags), qa (SQuAD v1.1/v2.0 JSON) or similarity (CSV/TSV/JSONL: text and its
-  # positive text_pair; a row without one is unsupervised SimCSE).
+  # positive text_pair, and optionally a hard `negative`; a row without a pair is
+  # unsupervised SimCSE).
   c.task = arg
   # The pretrained model: anything bert_jax.from_pretrained reads (pretrain workdir,
   # converted Orbax dir, Hugging Face or Google TF1 directory). Its tokenizer is used.

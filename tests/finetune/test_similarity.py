@@ -41,6 +41,50 @@ def test_in_batch_loss_by_hand():
   assert float(metrics["accuracy"]) == pytest.approx(0.5)
 
 
+def test_hard_negatives_join_every_row_candidates_by_hand():
+  # Row 0's hard negative is a candidate for both rows; row 1 has none (weight 0),
+  # and padding row 2's is left out too.
+  texts = _unit([[1, 0], [0.6, 0.8], [0, 1]])
+  positives = _unit([[0.8, 0.6], [0, 1], [1, 0]])
+  negatives = _unit([[0.6, 0.8], [1, 0], [1, 0]])
+  embeddings = jnp.asarray(np.stack([texts, positives, negatives], axis=1))
+  batch = {"weight": jnp.asarray([1.0, 1.0, 0.0]),
+           "negative_weight": jnp.asarray([1.0, 0.0, 1.0])}
+  tau = 0.5
+  loss, metrics = similarity.loss(embeddings, batch, temperature=tau)
+  candidates = [positives[0], positives[1], negatives[0]]
+  expected = []
+  for i in range(2):
+    logits = [float(texts[i] @ c) / tau for c in candidates]
+    expected.append(-logits[i] + np.log(np.sum(np.exp(logits))))
+  np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-6)
+  # Row 1: cos 0.8 with its own, 1.0 with row 0's hard negative -> wrong.
+  assert float(metrics["accuracy"]) == pytest.approx(0.5)
+
+
+class _CharTokenizer:
+  """One token per character: id = its code."""
+  pad_id, cls_id, sep_id = 0, 1, 2
+
+  def encode_batch(self, texts):
+    return [[ord(c) for c in t] for t in texts]
+
+
+def test_hard_negatives_read_and_featurized_only_when_given(tmp_path):
+  data = configs.get_config("similarity").data
+  data.max_seq_length = 8
+  plain = st.write_jsonl(tmp_path / "plain.jsonl", [{"text": "ab", "text_pair": "cd"}])
+  arrays, _, _ = similarity.featurize(similarity.read(plain), _CharTokenizer(), None, data)
+  assert arrays["input_ids"].shape == (1, 2, 8) and "negative_weight" not in arrays
+  mixed = st.write_jsonl(tmp_path / "mixed.jsonl", [
+      {"text": "ab", "text_pair": "cd", "negative": "ef"},
+      {"text": "gh", "text_pair": "ij"}])
+  arrays, _, _ = similarity.featurize(similarity.read(mixed), _CharTokenizer(), None, data)
+  assert arrays["input_ids"].shape == (2, 3, 8)
+  assert arrays["input_ids"][0, 2, :4].tolist() == [1, ord("e"), ord("f"), 2]
+  assert arrays["negative_weight"].tolist() == [1.0, 0.0]
+
+
 def test_ranks_and_metrics_by_hand():
   queries = _unit([[1, 0], [0, 1], [1, 1]])
   candidates = _unit([[0.9, 0.1], [1, 0], [1, 1.05]])
@@ -96,10 +140,10 @@ def test_contrastive_fine_tuning_learns_to_retrieve(tmp_path):
   # embeddings give the same ranking metrics.
   model, params, tok = bert_jax.from_pretrained(workdir)
   with open(test) as f:
-    rows = [json.loads(line) for line in f]
-  q = bert_jax.encode(model, params, tok, [r["text"] for r in rows], pooling="mean",
+    rows_in = [json.loads(line) for line in f]
+  q = bert_jax.encode(model, params, tok, [r["text"] for r in rows_in], pooling="mean",
                       max_length=32)
-  d = bert_jax.encode(model, params, tok, [r["text_pair"] for r in rows],
+  d = bert_jax.encode(model, params, tok, [r["text_pair"] for r in rows_in],
                       pooling="mean", max_length=32)
   m = similarity.retrieval_metrics(similarity.ranks(q @ d.T))
   assert m["mrr"] == pytest.approx(best["mrr"], abs=1e-3)
@@ -107,6 +151,12 @@ def test_contrastive_fine_tuning_learns_to_retrieve(tmp_path):
   rows = finetune.predict(workdir, test, str(tmp_path / "pred.jsonl"))
   assert len(rows) == 64 and len(rows[0]["embedding"]) == 32
   assert np.mean([r["cosine"] for r in rows]) > 0.5
+  # A file with hard negatives predicts the same: a text, its embedding and cosine.
+  with_negative = st.write_jsonl(tmp_path / "negative.jsonl",
+                                 [{**r, "negative": "w1 w2"} for r in rows_in[:2]])
+  assert ([r["cosine"] for r in finetune.predict(workdir, with_negative,
+                                                 str(tmp_path / "pred2.jsonl"))]
+          == pytest.approx([r["cosine"] for r in rows[:2]], abs=1e-5))
 
   # An eval file without positives cannot be ranked: refused before training.
   unpaired = st.write_jsonl(tmp_path / "unpaired.jsonl", [{"text": "w1 w2"}])

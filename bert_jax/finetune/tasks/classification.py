@@ -23,6 +23,7 @@ class Example:
   text_pair: str | None
   label: str | None
   where: str  # file:line, for error messages
+  negative: str | None = None  # similarity only: a hard negative for `text`
 
 
 def _records(path: str):
@@ -65,10 +66,10 @@ def read(path: str, labelled: bool = True) -> list[Example]:
                if r.get(k) is None or (k == "label" and str(r[k]).strip() == "")]
     if missing:
       raise InputError(f"{where}: missing field(s) {missing}")
-    pair = r.get("text_pair")
-    label = r.get("label")
-    examples.append(Example(str(r["text"]), None if pair is None else str(pair),
-                            None if label is None else str(label), where))
+    text, pair, label, negative = (
+        None if r.get(k) is None else str(r[k])
+        for k in ("text", "text_pair", "label", "negative"))
+    examples.append(Example(text, pair, label, where, negative))
   return features.require_examples(examples, path)
 
 

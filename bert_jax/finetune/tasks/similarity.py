@@ -2,10 +2,12 @@
 embedder (`task_model.BertEmbedder`), trained with in-batch negatives.
 
 Files are classification's formats (CSV/TSV/JSONL) with `text` and `text_pair`, the
-text's positive (a query and its document, a headline and its body). A training row
-without `text_pair` is its own positive under another dropout mask: unsupervised
-SimCSE (Gao et al. 2021), which needs `similarity.dropout` > 0. The loss is InfoNCE:
-row i's text must pick its own positive among every positive of the batch,
+text's positive (a query and its document, a headline and its body), and an optional
+`negative`: a hard negative, a text that looks like the positive but is not (DPR,
+Karpukhin et al. 2020, takes BM25's best wrong passage). A training row without
+`text_pair` is its own positive under another dropout mask: unsupervised SimCSE (Gao
+et al. 2021), which needs `similarity.dropout` > 0. The loss is InfoNCE: row i's text
+must pick its own positive among every positive and hard negative of the batch,
 softmax(cos / temperature). Evaluation ranks each eval text's positive among all
 the eval file's positives: recall@1, recall@10 and mean reciprocal rank.
 """
@@ -64,29 +66,41 @@ def make_loss(config):
 
 def featurize(examples: list[classification.Example], tok, labels, data_config):
   """(arrays, meta, counts): [N, 2, S] model inputs, a text and its positive (the
-  text again where there is no pair)."""
+  text again where there is no pair); [N, 3, S] with the hard negatives when any row
+  has one, `negative_weight` 0 where a row has none."""
   del labels
   texts = tok.encode_batch([e.text for e in examples])
   pairs = tok.encode_batch([e.text_pair or e.text for e in examples])
+  encoded_sides = [texts, pairs]
+  if any(e.negative is not None for e in examples):
+    encoded_sides.append(tok.encode_batch([e.negative or e.text for e in examples]))
   sides, truncated = [], 0
-  for encoded in (texts, pairs):
+  for encoded in encoded_sides:
     rows = []
     for ids in encoded:
       ids, types, cut = features.join_segments(tok, ids, None, data_config.max_seq_length)
       truncated += cut
       rows.append({"input_ids": ids, "token_type_ids": types})
     sides.append(features.to_arrays(rows, data_config.max_seq_length, tok.pad_id))
-  arrays = {k: np.stack([sides[0][k], sides[1][k]], axis=1) for k in sides[0]}
+  arrays = {k: np.stack([side[k] for side in sides], axis=1) for k in sides[0]}
+  if len(sides) == 3:
+    arrays["negative_weight"] = np.array([e.negative is not None for e in examples],
+                                         np.float32)
   return arrays, None, {"truncated_texts": truncated}
 
 
 def loss(embeddings, batch, temperature: float):
   """InfoNCE with in-batch negatives over rows of weight > 0: `embeddings` [B, 2, H]
-  (unit rows); row i's positive is column i of cos(texts, positives) / temperature,
-  padding rows are neither queries nor candidates."""
+  (unit rows) or [B, 3, H] with hard negatives; row i's positive is column i of
+  cos(texts, candidates) / temperature, the candidates being every positive and then
+  every hard negative. Padding rows are neither queries nor candidates."""
   weights = batch["weight"]
-  logits = embeddings[:, 0] @ embeddings[:, 1].T / temperature
-  logits = jnp.where(weights[None, :] > 0, logits, -1e9)
+  candidates, valid = embeddings[:, 1], weights > 0
+  if embeddings.shape[1] == 3:
+    candidates = jnp.concatenate([candidates, embeddings[:, 2]])
+    valid = jnp.concatenate([valid, valid & (batch["negative_weight"] > 0)])
+  logits = embeddings[:, 0] @ candidates.T / temperature
+  logits = jnp.where(valid[None, :], logits, -1e9)
   labels = jnp.arange(logits.shape[0])
   xent = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   total = jnp.maximum(weights.sum(), 1.0)
@@ -122,7 +136,7 @@ def predictions(examples, meta, embeddings, labels, data_config) -> list[dict]:
   del meta, labels, data_config
   embeddings = np.asarray(embeddings, np.float32)
   out = []
-  for e, (a, b) in zip(examples, embeddings):
+  for e, (a, b) in zip(examples, embeddings[:, :2]):  # a hard negative is not output
     row = {"text": e.text, "embedding": [round(float(x), 6) for x in a]}
     if e.text_pair is not None:
       row["text_pair"] = e.text_pair

@@ -7,7 +7,7 @@ One JSON line; BUILD.md § Retrieval has the table.
     pip install bm25s
     python benchmarks/retrieval.py --workdir /tmp/retrieval --pretrain_budget 300
     python benchmarks/retrieval.py --workdir /tmp/retrieval --pretrained W \
-        --systems contrastive_pairs_ict --finetune train.epochs=3
+        --systems contrastive_pairs_ict --ict_epochs 2 --finetune optimizer.learning_rate=1e-3
 
 An article of the corpus (data.corpus.peoples_daily_lines) opens with its headline,
 the first line; its body is its body lines (those ending a sentence: bylines and
@@ -72,8 +72,8 @@ def articles(min_headline: int, min_body: int) -> list[tuple[str, str] | None]:
 
 def ict_pairs(start: int, leave_out: set, leads: int) -> list[tuple[str, str]]:
   """Inverse-cloze pairs (Lee et al. 2019) from the articles from `start` on whose
-  body is not in `leave_out`: each of a body's first `leads` sentences is a query for
-  the rest of its body. Articles without a headline count too."""
+  body is not in `leave_out`: each of a body's first `leads` sentences (0: all of
+  them) is a query for the rest of its body. Articles without a headline count too."""
   out = []
   for lines in itertools.islice(corpus.peoples_daily_lines(), start, None):
     texts = ["".join(corpus.untag_words(line)) for line in lines]
@@ -81,7 +81,7 @@ def ict_pairs(start: int, leave_out: set, leads: int) -> list[tuple[str, str]]:
     if body in leave_out:
       continue
     sentences = re.findall(r"[^。！？]+[。！？]*", body)
-    for i, sentence in enumerate(sentences[:leads]):
+    for i, sentence in enumerate(sentences[:leads or None]):
       rest = "".join(sentences[:i] + sentences[i + 1:])
       if 10 <= len(sentence) <= 120 and len(rest) >= 50:
         out.append((sentence, rest))
@@ -173,8 +173,9 @@ def main():
   parser.add_argument("--finetune", action="append", default=[], metavar="KEY=VALUE",
                       help="a field of configs/finetune.py:similarity, e.g. "
                       "train.epochs=20 (repeatable)")
-  parser.add_argument("--ict_leads", type=int, default=1000,
-                      help="inverse-cloze queries per article: its first N sentences")
+  parser.add_argument("--ict_leads", type=int, default=0,
+                      help="inverse-cloze queries per article: its first N sentences "
+                      "(0: every one)")
   parser.add_argument("--ict_epochs", type=int, default=3)
   parser.add_argument("--systems", default="", help="fine-tuned systems to run "
                       "(comma-separated; default all)")

@@ -7,7 +7,8 @@ One JSON line; BUILD.md § Retrieval has the table.
     pip install bm25s
     python benchmarks/retrieval.py --workdir /tmp/retrieval --pretrain_budget 300
     python benchmarks/retrieval.py --workdir /tmp/retrieval --pretrained W \
-        --systems contrastive_pairs_ict --ict_epochs 2 --finetune optimizer.learning_rate=1e-3
+        --systems contrastive_pairs_ict --ict_epochs 2 \
+        --finetune optimizer.learning_rate=1e-3
 
 An article of the corpus (data.corpus.peoples_daily_lines) opens with its headline,
 the first line; its body is its body lines (those ending a sentence: bylines and
@@ -26,9 +27,8 @@ headline: a sentence of a training article's body is the query for the rest of i
 """
 
 import argparse
+import ast
 import collections
-import functools
-import itertools
 import json
 import os
 import re
@@ -58,28 +58,27 @@ def is_headline(line: str, min_chars: int) -> bool:
           and not any(s in line for s in NOT_HEADLINE))
 
 
-def articles(min_headline: int, min_body: int) -> list[tuple[str, str] | None]:
-  """(headline, body) of every article of the corpus in its order; None for one
-  that does not take part."""
+def first_lines_and_bodies() -> list[tuple[str, str]]:
+  """(first line, body) of every article of the corpus in its order."""
   out = []
   for lines in corpus.peoples_daily_lines():
     texts = ["".join(corpus.untag_words(line)) for line in lines]
-    headline, body = texts[0], "".join(t for t in texts[1:] if corpus.is_body(t))
-    ok = is_headline(headline, min_headline) and len(body) >= min_body
-    out.append((headline, body) if ok else None)
+    out.append((texts[0], "".join(t for t in texts[1:] if corpus.is_body(t))))
   return out
 
 
-def ict_pairs(start: int, leave_out: set, leads: int) -> list[tuple[str, str]]:
-  """Inverse-cloze pairs (Lee et al. 2019) from the articles from `start` on whose
-  body is not in `leave_out`: each of a body's first `leads` sentences (0: all of
-  them) is a query for the rest of its body. Articles without a headline count too."""
+def articles(texts, min_headline: int, min_body: int) -> list[tuple[str, str] | None]:
+  """`texts` (first_lines_and_bodies) as (headline, body); None for an article that
+  does not take part."""
+  return [(first, body) if is_headline(first, min_headline) and len(body) >= min_body
+          else None for first, body in texts]
+
+
+def ict_pairs(bodies: list[str], leads: int) -> list[tuple[str, str]]:
+  """Inverse-cloze pairs (Lee et al. 2019): each of a body's first `leads` sentences
+  (0: all of them) is a query for the rest of its body."""
   out = []
-  for lines in itertools.islice(corpus.peoples_daily_lines(), start, None):
-    texts = ["".join(corpus.untag_words(line)) for line in lines]
-    body = "".join(t for t in texts[1:] if corpus.is_body(t))
-    if body in leave_out:
-      continue
+  for body in bodies:
     sentences = re.findall(r"[^。！？]+[。！？]*", body)
     for i, sentence in enumerate(sentences[:leads or None]):
       rest = "".join(sentences[:i] + sentences[i + 1:])
@@ -138,11 +137,13 @@ def fine_tune(pretrained: str, train_rows, dev_file: str, workdir: str, args,
                                          + "_train.jsonl"), train_rows)
   c.eval_file = dev_file
   c.data.max_seq_length = args.max_length
-  for item in overrides + args.finetune:  # KEY=VALUE, typed as the field it replaces
+  for item in overrides + args.finetune:  # KEY=VALUE, as compare_peers.py reads them
     key, value = item.split("=", 1)
-    *path, leaf = key.split(".")
-    node = functools.reduce(getattr, path, c)
-    setattr(node, leaf, type(getattr(node, leaf))(value))
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass  # a plain string
+    c.update_from_flattened_dict({key: value})  # the locked config refuses new keys
   start = time.time()
   results = finetune.run(c, workdir)
   return {"dev_best": results["best"], "seconds": round(time.time() - start, 1)}
@@ -191,7 +192,8 @@ def main():
   with open(os.path.join(pretrained, "config.json")) as f:
     held_out = json.load(f)["data"]["eval_documents"]
 
-  every = articles(args.min_headline, args.min_body)
+  texts = first_lines_and_bodies()
+  every = articles(texts, args.min_headline, args.min_body)
   pool = unique_headlines(every[:held_out])
   rest = unique_headlines(every[held_out:])
   train, dev = rest[:-args.dev], rest[-args.dev:]
@@ -208,25 +210,26 @@ def main():
   systems["pretrained_mean"] = {"ranks": embedding_ranks(pretrained, pool,
                                                          args.max_length),
                                 "seconds": round(time.time() - start, 1)}
-  runs = {  # name: (training rows, its config overrides)
+  dev_bodies = {b for _, b in dev}
+  runs = {  # name: (its training rows, made only if it runs; its config overrides)
       # Unsupervised SimCSE: every training headline and body on its own.
-      "simcse": ([{"text": t} for pair in train for t in pair], []),
-      "contrastive_pairs": ([{"text": h, "text_pair": b} for h, b in train], []),
-      "contrastive_pairs_bm25_negatives": ([
+      "simcse": (lambda: [{"text": t} for pair in train for t in pair], []),
+      "contrastive_pairs": (lambda: [{"text": h, "text_pair": b} for h, b in train], []),
+      "contrastive_pairs_bm25_negatives": (lambda: [
           {"text": h, "text_pair": b, "negative": n}
           for (h, b), n in zip(train, bm25_negatives(train))], []),
-      # Headline pairs and inverse-cloze pairs of every training article: 20 times
-      # the rows, so fewer epochs.
-      "contrastive_pairs_ict": ([
-          {"text": h, "text_pair": b} for h, b in
-          train + ict_pairs(held_out, {b for _, b in dev}, args.ict_leads)],
+      # Headline pairs and inverse-cloze pairs of every training article (with a
+      # headline or not; not the pool's or dev's): 20 times the rows, so fewer epochs.
+      "contrastive_pairs_ict": (lambda: [
+          {"text": h, "text_pair": b} for h, b in train + ict_pairs(
+              [b for _, b in texts[held_out:] if b not in dev_bodies], args.ict_leads)],
                                 [f"train.epochs={args.ict_epochs}"]),
   }
   for name, (rows, overrides) in runs.items():
     if args.systems and name not in args.systems.split(","):
       continue
     workdir = os.path.join(args.workdir, name)
-    info = fine_tune(pretrained, rows, dev_file, workdir, args, overrides)
+    info = fine_tune(pretrained, rows(), dev_file, workdir, args, overrides)
     systems[name] = {"ranks": embedding_ranks(workdir, pool, args.max_length), **info}
   for name, system in systems.items():
     ranks = system.pop("ranks")

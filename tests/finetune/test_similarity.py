@@ -74,15 +74,18 @@ def test_hard_negatives_read_and_featurized_only_when_given(tmp_path):
   data = configs.get_config("similarity").data
   data.max_seq_length = 8
   plain = st.write_jsonl(tmp_path / "plain.jsonl", [{"text": "ab", "text_pair": "cd"}])
-  arrays, _, _ = similarity.featurize(similarity.read(plain), _CharTokenizer(), None, data)
+  tok = _CharTokenizer()
+  arrays, _, _ = similarity.featurize(similarity.read(plain), tok, None, data)
   assert arrays["input_ids"].shape == (1, 2, 8) and "negative_weight" not in arrays
   mixed = st.write_jsonl(tmp_path / "mixed.jsonl", [
       {"text": "ab", "text_pair": "cd", "negative": "ef"},
-      {"text": "gh", "text_pair": "ij"}])
-  arrays, _, _ = similarity.featurize(similarity.read(mixed), _CharTokenizer(), None, data)
-  assert arrays["input_ids"].shape == (2, 3, 8)
+      {"text": "gh", "text_pair": "ij"},
+      {"text": "kl", "text_pair": "mn", "negative": ""}])
+  arrays, _, _ = similarity.featurize(similarity.read(mixed), tok, None, data)
+  assert arrays["input_ids"].shape == (3, 3, 8)
   assert arrays["input_ids"][0, 2, :4].tolist() == [1, ord("e"), ord("f"), 2]
-  assert arrays["negative_weight"].tolist() == [1.0, 0.0]
+  # A blank negative (a CSV's empty cell) is none, not the text itself.
+  assert arrays["negative_weight"].tolist() == [1.0, 0.0, 0.0]
 
 
 def test_ranks_and_metrics_by_hand():

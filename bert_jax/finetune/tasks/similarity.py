@@ -72,7 +72,9 @@ def featurize(examples: list[classification.Example], tok, labels, data_config):
   texts = tok.encode_batch([e.text for e in examples])
   pairs = tok.encode_batch([e.text_pair or e.text for e in examples])
   encoded_sides = [texts, pairs]
-  if any(e.negative is not None for e in examples):
+  # An empty negative (a CSV's blank cell) is none: the text's own would stand in.
+  has_negative = [bool(e.negative) for e in examples]
+  if any(has_negative):
     encoded_sides.append(tok.encode_batch([e.negative or e.text for e in examples]))
   sides, truncated = [], 0
   for encoded in encoded_sides:
@@ -84,8 +86,7 @@ def featurize(examples: list[classification.Example], tok, labels, data_config):
     sides.append(features.to_arrays(rows, data_config.max_seq_length, tok.pad_id))
   arrays = {k: np.stack([side[k] for side in sides], axis=1) for k in sides[0]}
   if len(sides) == 3:
-    arrays["negative_weight"] = np.array([e.negative is not None for e in examples],
-                                         np.float32)
+    arrays["negative_weight"] = np.array(has_negative, np.float32)
   return arrays, None, {"truncated_texts": truncated}
 
 

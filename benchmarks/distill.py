@@ -115,7 +115,7 @@ def main():
     pretrain.run(_pretrain_config(half, args.student_budget, data), plain)
     tokenizer.copy_into(spm, plain)
 
-  # Downstream data: the demo's sentiment split; NER on the held-out articles.
+  # Downstream data: the demo's sentiment split; benchmarks/ner.py's NER split.
   sent_dir = os.path.join(w, "sentiment")
   sentiment_demo.write_split(sent_dir)
   ner_files = ner_benchmark.split_files(teacher, os.path.join(w, "ner"), args.ner_train,

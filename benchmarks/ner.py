@@ -7,9 +7,13 @@ tagging config, the same model from scratch, and a character-window CRF
     python benchmarks/ner.py --pretrained demo_workdir --workdir /tmp/ner
 
 The articles held out of pretraining are its first data.eval_documents (config.json
-of --pretrained); they are split by article, the first 80 % for training and the rest
-for test, so no article's sentences are on both sides. --max_train / --max_test cap
-the sentence counts.
+of --pretrained). With --train_on held_out they are split by article, the first 80 %
+for training and the rest for test. With --train_on pretraining (the default) all of
+them are the test set, and the training sentences come from the articles after them:
+text the checkpoint was pretrained on (as a task's own unlabeled text is in
+domain-adaptive pretraining, Gururangan et al. 2020), never with its tags. Either way
+no article's sentences are on both sides and no test sentence was pretrained on.
+--max_train / --max_test cap the sentence counts.
 """
 
 import argparse
@@ -60,16 +64,31 @@ def fine_tune(pretrained, train_file, test_file, workdir, init_encoder,
           "seconds": round(time.time() - start, 1)}
 
 
+def _sentences(docs, limit):
+  return [s for d in docs for s in d if len(s) > 1][:limit]
+
+
 def split_files(pretrained: str, workdir: str, max_train: int = 4000,
-                max_test: int = 800):
+                max_test: int = 2000, train_on: str = "pretraining"):
   """(files {"train", "test"}: CoNLL paths in WORKDIR, train and test sentences,
-  held-out article count): the articles held out of PRETRAINED's pretraining (its
-  first data.eval_documents), split by article, the first 80 % for training."""
+  held-out article count). The test sentences come from the articles held out of
+  PRETRAINED's pretraining (its first data.eval_documents): with TRAIN_ON
+  "held_out" the last 20 % of them, the first 80 % being the training set; with
+  "pretraining" all of them, the training set being the articles after them."""
   held_out = checkpoints.read_config(pretrained)["data"]["eval_documents"]
   docs = list(ner.documents(0, held_out))
-  cut = int(0.8 * len(docs))
-  train = [s for d in docs[:cut] for s in d if len(s) > 1][:max_train]
-  test = [s for d in docs[cut:] for s in d if len(s) > 1][:max_test]
+  if train_on == "held_out":
+    cut = int(0.8 * len(docs))
+    train, test = _sentences(docs[:cut], max_train), _sentences(docs[cut:], max_test)
+  elif train_on == "pretraining":
+    # Articles are short (14 sentences on average): read only as many as needed.
+    seen = ner.documents(held_out, None)
+    train = []
+    while len(train) < max_train and (doc := next(seen, None)) is not None:
+      train += _sentences([doc], max_train - len(train))
+    test = _sentences(docs, max_test)
+  else:
+    raise ValueError(f"train_on must be held_out or pretraining, not {train_on!r}")
   os.makedirs(workdir, exist_ok=True)
   files = {}
   for name, sents in (("train", train), ("test", test)):
@@ -83,11 +102,15 @@ def main():
   parser.add_argument("--pretrained", required=True)
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--max_train", type=int, default=4000)
-  parser.add_argument("--max_test", type=int, default=800)
+  parser.add_argument("--max_test", type=int, default=2000)
+  parser.add_argument("--train_on", choices=("pretraining", "held_out"),
+                      default="pretraining")
   args = parser.parse_args()
   files, train, test, held_out = split_files(args.pretrained, args.workdir,
-                                             args.max_train, args.max_test)
-  out = {"what": "ner", "held_out_articles": held_out, "train_sentences": len(train),
+                                             args.max_train, args.max_test,
+                                             args.train_on)
+  out = {"what": "ner", "held_out_articles": held_out, "train_on": args.train_on,
+         "train_sentences": len(train),
          "test_sentences": len(test), "crf": crf_f1(train, test)}
   for name, init in (("pretrained", True), ("scratch", False)):
     out[name] = fine_tune(args.pretrained, files["train"], files["test"],

@@ -34,6 +34,11 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
   c.train_file = ""
   # Evaluated after every epoch; its best epoch's checkpoint is kept.
   c.eval_file = ""
+  # Hidden and attention dropout while fine-tuning; replaces the checkpoint's. BERT
+  # fine-tunes with 0.1 however it was pretrained; a checkpoint pretrained without
+  # dropout (`configs/pretrain.py:demo`, as Cramming) would otherwise fine-tune without
+  # any. similarity: unsupervised SimCSE's only noise, so keep it above 0 there.
+  c.dropout = 0.1
 
   c.data = ml_collections.ConfigDict()
   # Tokens per model input, [CLS] and [SEP]s included; longer inputs are cut (and
@@ -88,9 +93,6 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
     c.similarity.pooling = "mean"
     # Softmax temperature of the in-batch contrastive loss over cosines (SimCSE's).
     c.similarity.temperature = 0.05
-    # Hidden and attention dropout while training; replaces the checkpoint's. It is
-    # unsupervised SimCSE's only noise, so keep it above 0 for rows without a pair.
-    c.similarity.dropout = 0.1
 
   c.mesh = ml_collections.ConfigDict()
   # Device mesh shape over axes (data, fsdp, tensor); one -1 takes the remaining devices.

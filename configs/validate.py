@@ -143,13 +143,13 @@ def _finetune(c):
   w = c.optimizer.warmup_fraction
   yield 0 <= w < 1, f"optimizer.warmup_fraction={w} must be in [0, 1)"
   yield t.epochs >= 0, f"train.epochs={t.epochs} must be 0 (by model size) or more"
+  yield 0 <= c.dropout < 1, f"dropout={c.dropout} must be in [0, 1)"
   for key in ("batch_size", "eval_batch_size", "log_every"):
     yield t[key] >= 1, f"train.{key}={t[key]} must be at least 1"
   if "similarity" in c:
     s = c.similarity
     yield _choice("similarity.pooling", s.pooling, POOLINGS)
     yield s.temperature > 0, f"similarity.temperature={s.temperature} must be above 0"
-    yield 0 <= s.dropout < 1, f"similarity.dropout={s.dropout} must be in [0, 1)"
   yield from _mesh(c.mesh)
 
 

@@ -114,7 +114,10 @@ def _manager(workdir: str, best_metric: str) -> ocp.CheckpointManager:
 
 
 def make_model(task, cfg: model_lib.BertConfig, labels, config):
-  """The task's model: its own (make_model), or the encoder plus a linear head."""
+  """The task's model: its own (make_model), or the encoder plus a linear head; with
+  the config's fine-tuning dropout in place of the checkpoint's."""
+  cfg = dataclasses.replace(cfg, hidden_dropout=config.dropout,
+                            attention_dropout=config.dropout)
   if hasattr(task, "make_model"):
     return task.make_model(cfg, config)
   return task_model.BertWithHead(cfg, num_outputs=task.num_outputs(labels),

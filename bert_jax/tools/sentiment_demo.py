@@ -129,6 +129,9 @@ def config(pretrained: str, data_dir: str, init_encoder: bool):
   c.data.max_seq_length = 64
   c.optimizer.learning_rate = 3e-4
   c.train.epochs = 3
+  # None, as `:demo` pretrains: chosen on dev, 0.847 against 0.842 with
+  # BERT's 0.1 in three epochs (test 0.847 / 0.840, from scratch 0.828 / 0.819).
+  c.dropout = 0.0
   c.train.log_every = 200
   return c
 

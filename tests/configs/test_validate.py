@@ -8,10 +8,10 @@ from bert_jax.errors import InputError
 
 
 def _changed(c, changes: dict):
-  """`c` with group__field=value changes applied."""
+  """`c` with group__field=value (or top-level field=value) changes applied."""
   for key, value in changes.items():
-    group, field = key.split("__")
-    c[group][field] = value
+    *group, field = key.split("__")
+    (c[group[0]] if group else c)[field] = value
   return c
 
 
@@ -110,7 +110,8 @@ FINETUNE_RULES = [
     (("tagging", dict(mesh__shape=(2, 2))), "needs 3 sizes"),
     (("similarity", dict(similarity__pooling="max")), "similarity.pooling='max'"),
     (("similarity", dict(similarity__temperature=0.0)), "similarity.temperature=0.0"),
-    (("similarity", dict(similarity__dropout=1.0)), "similarity.dropout=1.0"),
+    (("similarity", dict(dropout=1.0)), "dropout=1.0"),
+    (("classification", dict(dropout=-0.1)), "dropout=-0.1"),
 ]
 
 

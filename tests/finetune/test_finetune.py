@@ -242,3 +242,19 @@ def test_learning_rate_and_epochs_follow_the_model_size():
   base = finetune.with_size_defaults(config, shape(768))
   assert (base.optimizer.learning_rate, base.train.epochs) == (2e-5, 2)
   assert configs.get_config("tagging").train.epochs == 0
+
+
+def test_fine_tuning_dropout_replaces_the_checkpoints():
+  # A checkpoint pretrained without dropout (`:demo`, as Cramming) fine-tunes with the
+  # config's (BERT's 0.1), whatever the task's model; 0 turns it off.
+  from bert_jax.finetune.tasks import similarity, tagging  # pylint: disable=g-import-not-at-top
+  from bert_jax.model import bert  # pylint: disable=g-import-not-at-top
+  cfg = bert.BertConfig(vocab_size=8, hidden_size=8, num_layers=1, num_heads=1,
+                        intermediate_size=8, hidden_dropout=0.0, attention_dropout=0.0)
+  for task, name in ((tagging, "tagging"), (similarity, "similarity")):
+    config = configs.get_config(name)
+    assert config.dropout == 0.1
+    model = finetune.make_model(task, cfg, ["O", "B-X"], config)
+    assert (model.cfg.hidden_dropout, model.cfg.attention_dropout) == (0.1, 0.1)
+    config.dropout = 0.0
+    assert finetune.make_model(task, cfg, ["O", "B-X"], config).cfg.hidden_dropout == 0

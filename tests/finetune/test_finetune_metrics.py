@@ -113,7 +113,7 @@ def _data(task, **overrides):
   return data
 
 
-def test_tagging_labels_on_first_sub_token_and_counted_truncation(tmp_path):
+def test_tagging_labels_on_first_sub_token_and_reads_long_sentences_in_windows(tmp_path):
   path = tmp_path / "train.txt"
   path.write_text("-DOCSTART- O\n\nab B-PER\nß I-PER\nc O\n\nd O\n")
   examples = tagging.read(str(path))
@@ -122,16 +122,51 @@ def test_tagging_labels_on_first_sub_token_and_counted_truncation(tmp_path):
   assert labels == ["O", "B-PER", "I-PER"]
   arrays, starts, counts = tagging.featurize(examples, CharTokenizer(), labels,
                                              _data("tagging", max_seq_length=6))
-  # [CLS] a b ß ß c [SEP] needs 7 > 6: "c" is cut and counted.
-  assert starts[0] == [1, 3] and counts == {"truncated_sentences": 1, "truncated_words": 1,
-                                            "words_inside_a_piece": 0}
+  # a b ß ß c are 5 pieces, 4 fit between [CLS] and [SEP]: two windows, pieces 0-3
+  # and 2-4; "c" (piece 4) is labelled in the second, at position 3 of row 1.
+  assert starts == [[1, 3, 6 + 3], [2 * 6 + 1]]
+  assert counts == {"windows": 3, "words_inside_a_piece": 0}
   np.testing.assert_array_equal(arrays["labels"][0], [-1, 1, -1, 2, -1, -1])
-  np.testing.assert_array_equal(arrays["attention_mask"][1], [1, 1, 1, 0, 0, 0])
-  # The cut word is predicted "O" (and so counted against recall, never dropped).
-  logits = np.zeros((2, 6, 3))
-  logits[0, 1, 1] = logits[0, 3, 2] = 1
+  np.testing.assert_array_equal(arrays["labels"][1], [-1, -1, -1, 0, -1, -1])
+  np.testing.assert_array_equal(arrays["attention_mask"][1], [1, 1, 1, 1, 1, 0])
+  np.testing.assert_array_equal(arrays["attention_mask"][2], [1, 1, 1, 0, 0, 0])
+  # Each word's tag is read from its own window, one sentence decoded as a whole.
+  logits = np.zeros((3, 6, 3))
+  logits[0, 1, 1] = logits[0, 3, 2] = logits[1, 3, 1] = 1
   preds = tagging.predictions(examples, starts, logits, labels, None)
-  assert preds[0] == {"tokens": ["ab", "ß", "c"], "labels": ["B-PER", "I-PER", "O"]}
+  assert preds[0] == {"tokens": ["ab", "ß", "c"], "labels": ["B-PER", "I-PER", "B-PER"]}
+
+
+@pytest.mark.parametrize("n,limit", [(1, 1), (5, 4), (10, 4), (37, 8), (126, 126),
+                                     (127, 126), (400, 126)])
+def test_tagging_windows_cover_every_piece_with_context(n, limit):
+  starts, window_of = tagging.windows(n, limit)
+  assert starts[0] == 0 and starts[-1] + limit >= n and len(window_of) == n
+  assert all(b > a for a, b in zip(starts, starts[1:]))
+  for f, k in enumerate(window_of):
+    assert starts[k] <= f < starts[k] + limit
+    if 0 < k < len(starts) - 1:  # a quarter window of context on either side
+      assert f - starts[k] >= limit // 4 and starts[k] + limit - f > limit // 4
+
+
+def test_tagging_in_windows_predicts_as_one_long_row():
+  # A model whose logits depend on the token alone: reading a 60-word sentence in
+  # windows of 8 must give the tags one row of 64 gives.
+  words = [chr(ord("a") + i % 26) for i in range(60)]
+  labels = ["O", "B-X", "I-X"]
+  example = tagging.Example(tuple(words), None, "mem", 1)
+
+  def predict(seq):
+    arrays, starts, counts = tagging.featurize([example], CharTokenizer(), None,
+                                               _data("tagging", max_seq_length=seq))
+    logits = np.sin(arrays["input_ids"][..., None] * np.arange(1, 4) * 0.7)
+    return tagging.predictions([example], starts, logits, labels, None), counts
+
+  windowed, counts = predict(8)
+  assert counts["windows"] > 1
+  whole, counts = predict(64)
+  assert counts["windows"] == 1 and windowed == whole
+  assert len(whole[0]["labels"]) == 60 and set(whole[0]["labels"]) > {"O"}
 
 
 class PieceTokenizer(CharTokenizer):
@@ -165,19 +200,20 @@ def test_tagging_reads_chinese_as_running_text_and_continues_shared_pieces(tmp_p
   assert starts[0] == [2, -1, 3, -1, 4, -1, 5]
   assert arrays["attention_mask"][0].sum() == 7
   np.testing.assert_array_equal(arrays["labels"][0][:8], [-1, -1, 1, 0, 0, 4, -1, -1])
-  assert counts == {"truncated_sentences": 0, "truncated_words": 0,
-                    "words_inside_a_piece": 3}
+  assert counts == {"windows": 1, "words_inside_a_piece": 3}
   # A shared piece's words continue its tag: 中国 -> B-LOC I-LOC, 人民 -> O O; 新 sits
   # in "的新" (O), so that entity can only be found from 华 on: the cost is counted.
   logits = np.zeros((1, 16, len(labels)))
   logits[0, [2, 3, 4, 5], [1, 0, 0, 2]] = 1
   assert tagging.predictions(examples, starts, logits, labels, None)[0]["labels"] == [
       "B-LOC", "I-LOC", "O", "O", "O", "O", "B-PER"]
-  # Cut inside: max_seq_length 5 keeps [CLS] ▁ 中国 人民 [SEP]; the rest is "O".
+  # max_seq_length 5: windows of 3 of the 5 pieces, one apart; each piece is read
+  # from its own window (▁ 中国 人民 | 中国 人民 的新 | 人民 的新 华), at position 1
+  # but for the last window's 的新 (2) and 华 (3). No word is lost to a cut.
   _, starts, counts = tagging.featurize(examples, PieceTokenizer(), labels,
                                         _data("tagging", max_seq_length=5))
-  assert starts[0] == [2, -1, 3, -1]
-  assert counts["truncated_sentences"] == 1 and counts["truncated_words"] == 3
+  assert starts[0] == [1 * 5 + 1, -1, 2 * 5 + 1, -1, 2 * 5 + 2, -1, 2 * 5 + 3]
+  assert counts == {"windows": 3, "words_inside_a_piece": 3}
 
 
 def test_tagging_decodes_the_best_sequence_bio_allows():

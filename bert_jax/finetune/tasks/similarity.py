@@ -6,13 +6,12 @@ text's positive (a query and its document, a headline and its body), and an opti
 `negative`: a hard negative, a text that looks like the positive but is not (DPR,
 Karpukhin et al. 2020, takes BM25's best wrong passage). A training row without
 `text_pair` is its own positive under another dropout mask: unsupervised SimCSE (Gao
-et al. 2021), which needs `similarity.dropout` > 0. The loss is InfoNCE: row i's text
+et al. 2021), which needs the config's `dropout` > 0. The loss is InfoNCE: row i's text
 must pick its own positive among every positive and hard negative of the batch,
 softmax(cos / temperature). Evaluation ranks each eval text's positive among all
 the eval file's positives: recall@1, recall@10 and mean reciprocal rank.
 """
 
-import dataclasses
 import functools
 
 import jax.numpy as jnp
@@ -54,9 +53,7 @@ def num_outputs(labels: list[str]) -> int:
 
 
 def make_model(cfg, config) -> task_model.BertEmbedder:
-  """The encoder with `similarity.dropout` (SimCSE's noise) and its pooling."""
-  rate = config.similarity.dropout
-  cfg = dataclasses.replace(cfg, hidden_dropout=rate, attention_dropout=rate)
+  """The encoder (its dropout already the config's: SimCSE's noise) and its pooling."""
   return task_model.BertEmbedder(cfg, pooling=config.similarity.pooling)
 
 

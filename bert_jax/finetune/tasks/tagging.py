@@ -1,7 +1,8 @@
 """Token classification (NER) from CoNLL files: one `token label` per line (further
 columns between them are ignored), a blank line between sentences, BIO tags. A
 sentence is tokenized as the running text it came from (no spaces beside CJK
-characters); a word's label sits on its first piece and the others are ignored.
+characters); a word's label sits on its first piece and the others are ignored. A
+sentence longer than max_seq_length is read in overlapping windows, not cut.
 Predictions are the most probable tags BIO allows (Viterbi over per-word probabilities).
 Metric: entity-level precision/recall/F1 as seqeval computes them by default
 (conlleval's chunking)."""
@@ -100,38 +101,57 @@ def first_pieces(spans, offsets) -> list[int]:
   return out
 
 
+def windows(n: int, limit: int) -> tuple[list[int], list[int]]:
+  """(first piece of each window, the window each piece is read from) for N pieces in
+  windows of at most LIMIT. One window if they fit; else windows half a window apart,
+  each piece read from the one where it sits in the middle half (at the ends, the
+  first or last), so it has a quarter window of context on either side."""
+  if n <= limit:
+    return [0], [0] * n
+  stride = max(1, limit // 2)
+  starts = list(range(0, n - limit + stride, stride))  # the last one reaches n
+  return starts, [min(len(starts) - 1, max(0, (f - limit // 4) // stride))
+                  for f in range(n)]
+
+
 def featurize(examples: list[Example], tok, labels: list[str] | None, data_config):
   """(arrays, meta, counts). The sentence is tokenized as running text
   (`running_text`), as pretraining saw it: tokenizing each word alone would give a
   SentencePiece model a word-boundary piece before every Chinese character, a text
   it never saw, and put the label on that piece. A word's label sits on its first
   piece (the others are ignored); a word inside another's piece has none and
-  continues its tag (counted). meta[i] = that position for each kept word (-1: a
-  continuation); words past max_seq_length are cut (counted) and predicted "O"."""
-  limit = data_config.max_seq_length - 2  # [CLS] ... [SEP]
+  continues its tag (counted). A sentence longer than max_seq_length is read in
+  overlapping windows (`windows`; rows are windows, counted), each word labelled and
+  predicted in one of them, so no word is cut. meta[i] = per word of example i, the
+  flat index (row * max_seq_length + position) of its first piece, -1 for a
+  continuation."""
+  seq = data_config.max_seq_length
+  limit = seq - 2  # [CLS] ... [SEP]
   rows, starts = [], []
-  counts = {"truncated_sentences": 0, "truncated_words": 0, "words_inside_a_piece": 0}
+  counts = {"windows": 0, "words_inside_a_piece": 0}
   for e in examples:
     text, spans = running_text(e.words)
     ids, offsets = tok.encode_offsets(text)
     firsts = first_pieces(spans, offsets)
-    kept = next((i for i, f in enumerate(firsts) if f >= limit), len(firsts))
-    if kept < len(firsts):
-      counts["truncated_sentences"] += 1
-      counts["truncated_words"] += len(firsts) - kept
-    positions = [f + 1 if f >= 0 else -1 for f in firsts[:kept]]
-    counts["words_inside_a_piece"] += positions.count(-1)
-    ids = [tok.cls_id] + ids[:limit] + [tok.sep_id]
-    row = {"input_ids": ids, "token_type_ids": [0] * len(ids)}
-    if labels is not None:
-      targets = [-1] * len(ids)
-      for i, p in enumerate(positions):
-        if p >= 0:
-          targets[p] = features.label_id(labels, e.tags[i], f"{e.path}:{e.line + i}")
-      row["labels"] = targets
-    rows.append(row)
-    starts.append(positions)
-  arrays = features.to_arrays(rows, data_config.max_seq_length, tok.pad_id)
+    counts["words_inside_a_piece"] += firsts.count(-1)
+    window_starts, window_of = windows(len(ids), limit)
+    counts["windows"] += len(window_starts)
+    base = len(rows)
+    starts.append([-1 if f < 0 else
+                   (base + window_of[f]) * seq + f - window_starts[window_of[f]] + 1
+                   for f in firsts])
+    for k, start in enumerate(window_starts):
+      piece_ids = [tok.cls_id] + ids[start:start + limit] + [tok.sep_id]
+      row = {"input_ids": piece_ids, "token_type_ids": [0] * len(piece_ids)}
+      if labels is not None:
+        targets = [-1] * len(piece_ids)
+        for i, f in enumerate(firsts):
+          if f >= 0 and window_of[f] == k:
+            targets[f - start + 1] = features.label_id(labels, e.tags[i],
+                                                       f"{e.path}:{e.line + i}")
+        row["labels"] = targets
+      rows.append(row)
+  arrays = features.to_arrays(rows, seq, tok.pad_id)
   return arrays, starts, counts
 
 
@@ -176,32 +196,33 @@ def viterbi(log_probs: np.ndarray, allowed: np.ndarray, first: np.ndarray) -> li
   return path[::-1]
 
 
-def _tags(examples, starts, logits, labels) -> list[list[str]]:
+def _tags(starts, logits, labels) -> list[list[str]]:
   logits = np.asarray(logits, np.float32)
+  logits = logits.reshape(-1, logits.shape[-1])  # [rows * positions, tags]
   log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
   allowed, first = transitions(labels)  # once, not per sentence
   out = []
-  for i, (e, positions) in enumerate(zip(examples, starts)):
-    own = [p for p in positions if p >= 0]
-    decoded = iter(viterbi(log_probs[i, own], allowed, first))
+  for positions in starts:
+    # One Viterbi over the whole sentence, whichever windows its words were read in.
+    decoded = iter(viterbi(log_probs[[p for p in positions if p >= 0]], allowed, first))
     tags = []
     for p in positions:
       tags.append(labels[next(decoded)] if p >= 0
                   else _continued(tags[-1] if tags else "O"))
-    out.append(tags + ["O"] * (len(e.words) - len(positions)))
+    out.append(tags)
   return out
 
 
 def evaluate(examples, starts, logits, labels, data_config) -> dict:
   del data_config
   return entity_metrics([list(e.tags) for e in examples],
-                        _tags(examples, starts, logits, labels))
+                        _tags(starts, logits, labels))
 
 
 def predictions(examples, starts, logits, labels, data_config) -> list[dict]:
   del data_config
   return [{"tokens": list(e.words), "labels": tags}
-          for e, tags in zip(examples, _tags(examples, starts, logits, labels))]
+          for e, tags in zip(examples, _tags(starts, logits, labels))]
 
 
 def entities(tags: list[str]) -> set[tuple[str, int, int]]:

@@ -16,12 +16,7 @@ demo: $(VENV)/.installed
 
 # The full suite on 8 emulated CPU devices (slow end-to-end tests included): two
 # tests at a time (pytest-xdist; most are one compile-bound thread), then alone the
-# ones that wait on wall-clock limits (marked serial). One compilation cache for all
-# of them (tests/conftest.py): half of a test's time is compiling programs that
-# other tests compile too.
+# ones that wait on wall-clock limits (marked serial).
 test: $(VENV)/.installed
-	@cache=$$(mktemp -d -t bert_jax-test-xla-XXXXXX); \
-	export JAX_COMPILATION_CACHE_DIR=$$cache; \
-	$(VENV)/bin/python -m pytest -q -n 2 -m "not serial" --durations=15 tests && \
-	$(VENV)/bin/python -m pytest -q -m serial --durations=5 tests; \
-	status=$$?; rm -rf $$cache; exit $$status
+	$(VENV)/bin/python -m pytest -q -n 2 -m "not serial" --durations=15 tests
+	$(VENV)/bin/python -m pytest -q -m serial --durations=5 tests

@@ -1,12 +1,10 @@
 """8 emulated CPU devices for every test; must run before jax is imported.
 
-Compiled programs go to a persistent compilation cache (inherited by the CLI
-subprocesses the tests start): the suite compiles the same tiny train step in dozens
-of processes, and a hit changes only how long a test takes, never what it computes.
-`make test` gives both of its pytest runs, and so every xdist worker, one cache
-(JAX_COMPILATION_CACHE_DIR), which it removes at the end; a plain `pytest` makes its
-own and removes it when it exits (/tmp is not always cleaned). A size limit turns on
-JAX's file lock, so processes sharing the cache never read an entry half written."""
+Compiled programs go to a persistent compilation cache made fresh for this session
+(and inherited by the CLI subprocesses the tests start): the suite compiles the same
+tiny train step in dozens of processes, and a hit changes only how long a test
+takes, never what it computes. Each process removes its cache when it exits (a
+test session's cache is hundreds of MB, and /tmp is not always cleaned)."""
 
 import os
 import shutil
@@ -15,20 +13,16 @@ import tempfile
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
-if _OWN_CACHE:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bert_jax-test-xla-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bert_jax-test-xla-")
 _CACHE_DIR = os.environ["JAX_COMPILATION_CACHE_DIR"]
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 import pytest  # noqa: E402
 
 
 def pytest_unconfigure():  # pluggy passes only the arguments a hook names
-  if _OWN_CACHE:
-    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+  shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_configure(config):

@@ -43,6 +43,7 @@ import optax  # noqa: E402
 
 from bert_jax.tools import benchmark  # noqa: E402
 from bert_jax.configs import pretrain as pretrain_configs  # noqa: E402
+import config_overrides  # noqa: E402  (benchmarks/, the script's own directory)
 
 PEER_NOTE = ("peers (transformers BertForPreTraining) compute MLM logits over the full "
              "vocabulary at every position, their default; ours only at the masked "
@@ -155,22 +156,6 @@ def _torch_available() -> bool:
   return True
 
 
-def _overrides(config, pairs: list[str]) -> None:
-  """Applies `--config.group.field=value` pairs (values parsed as Python literals)."""
-  import ast  # pylint: disable=g-import-not-at-top
-  for pair in pairs:
-    key, value = pair.removeprefix("--config.").split("=", 1)
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass  # a plain string
-    node = config
-    *groups, field = key.split(".")
-    for g in groups:
-      node = node[g]
-    node[field] = value
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    parents=[_MALLOC_FLAG])
@@ -188,7 +173,7 @@ def main():
   config = pretrain_configs.get_config(args.size)
   config.train.global_batch_size = args.batch
   config.data.max_seq_length = args.seq
-  _overrides(config, rest)
+  config_overrides.apply(config, rest)
   ours = benchmark.StepTimer(config)
   batch = benchmark.synthetic_batch(
       args.batch, args.seq, config.data.max_predictions_per_seq, config.model.vocab_size)

@@ -82,9 +82,10 @@ def split_files(pretrained: str, workdir: str, max_train: int = 4000,
     train, test = _sentences(docs[:cut], max_train), _sentences(docs[cut:], max_test)
   elif train_on == "pretraining":
     # Articles are short (14 sentences on average): read only as many as needed.
-    seen = ner.documents(held_out, None)
     train = []
-    while len(train) < max_train and (doc := next(seen, None)) is not None:
+    for doc in ner.documents(held_out, None):
+      if len(train) >= max_train:
+        break
       train += _sentences([doc], max_train - len(train))
     test = _sentences(docs, max_test)
   else:

@@ -27,7 +27,6 @@ headline: a sentence of a training article's body is the query for the rest of i
 """
 
 import argparse
-import ast
 import collections
 import json
 import os
@@ -44,6 +43,7 @@ from bert_jax.inference import encode as encode_lib
 from bert_jax.interop import pretrained as pretrained_lib
 from bert_jax.pretrain import loop as pretrain
 from bert_jax.tools import demo
+import config_overrides  # benchmarks/, the script's own directory
 
 
 # The corpus has no article markers (corpus.peoples_daily_lines guesses them), so
@@ -137,13 +137,7 @@ def fine_tune(pretrained: str, train_rows, dev_file: str, workdir: str, args,
                                          + "_train.jsonl"), train_rows)
   c.eval_file = dev_file
   c.data.max_seq_length = args.max_length
-  for item in overrides + args.finetune:  # KEY=VALUE, as compare_peers.py reads them
-    key, value = item.split("=", 1)
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass  # a plain string
-    c.update_from_flattened_dict({key: value})  # the locked config refuses new keys
+  config_overrides.apply(c, overrides + args.finetune)
   start = time.time()
   results = finetune.run(c, workdir)
   return {"dev_best": results["best"], "seconds": round(time.time() - start, 1)}
@@ -157,6 +151,26 @@ def pretrain_demo(workdir: str, budget: float, held_out: int) -> str:
   config.data.eval_documents = held_out
   pretrain.run(config, workdir)
   return workdir
+
+
+# The fine-tuned systems, in the order they run (--systems picks some).
+FINE_TUNED = ("simcse", "contrastive_pairs", "contrastive_pairs_bm25_negatives",
+              "contrastive_pairs_ict")
+
+
+def _check(parser, args) -> None:
+  """One line for a bad flag, before anything is pretrained or written."""
+  unknown = sorted(set(filter(None, args.systems.split(","))) - set(FINE_TUNED))
+  if unknown:
+    parser.error(f"--systems: unknown {unknown}; choose from {list(FINE_TUNED)}")
+  if args.ict_leads < 0:
+    parser.error(f"--ict_leads={args.ict_leads}: 0 (every sentence) or more")
+  if args.ict_epochs < 1:
+    parser.error(f"--ict_epochs={args.ict_epochs}: at least 1")
+  try:
+    config_overrides.apply(finetune_configs.get_config("similarity"), args.finetune)
+  except (KeyError, TypeError, ValueError) as e:
+    parser.error(f"--finetune: {e}")
 
 
 def main():
@@ -181,6 +195,7 @@ def main():
   parser.add_argument("--systems", default="", help="fine-tuned systems to run "
                       "(comma-separated; default all)")
   args = parser.parse_args()
+  _check(parser, args)
   os.makedirs(args.workdir, exist_ok=True)
   out = {"what": "retrieval"}
   pretrained = args.pretrained
@@ -225,6 +240,7 @@ def main():
               [b for _, b in texts[held_out:] if b not in dev_bodies], args.ict_leads)],
                                 [f"train.epochs={args.ict_epochs}"]),
   }
+  assert tuple(runs) == FINE_TUNED
   for name, (rows, overrides) in runs.items():
     if args.systems and name not in args.systems.split(","):
       continue

@@ -21,9 +21,11 @@ must find its own body among all of the pool's bodies. Fine-tuning uses the othe
 articles, its last --dev articles to choose the epoch; the pool is scored once.
 
 Encoders embed with mean pooling and see the first --max_length tokens of a body;
-BM25 indexes whole bodies. A hard negative is the training body BM25 ranks highest
-for a headline after its own (DPR's). Inverse-cloze pairs (Lee et al. 2019) need no
-headline: a sentence of a training article's body is the query for the rest of it.
+BM25 indexes whole bodies; --passage_chars N also scores each body by its best
+passage of about N characters (MaxP), reported as "maxp". A hard negative is the
+training body BM25 ranks highest for a headline after its own (DPR's). Inverse-cloze
+pairs (Lee et al. 2019) need no headline: a sentence of a training article's body is
+the query for the rest of it.
 """
 
 import argparse
@@ -74,12 +76,16 @@ def articles(texts, min_headline: int, min_body: int) -> list[tuple[str, str] | 
           else None for first, body in texts]
 
 
+def split_sentences(body: str) -> list[str]:
+  return re.findall(r"[^。！？]+[。！？]*", body)
+
+
 def ict_pairs(bodies: list[str], leads: int) -> list[tuple[str, str]]:
   """Inverse-cloze pairs (Lee et al. 2019): each of a body's first `leads` sentences
   (0: all of them) is a query for the rest of its body."""
   out = []
   for body in bodies:
-    sentences = re.findall(r"[^。！？]+[。！？]*", body)
+    sentences = split_sentences(body)
     for i, sentence in enumerate(sentences[:leads or None]):
       rest = "".join(sentences[:i] + sentences[i + 1:])
       if 10 <= len(sentence) <= 120 and len(rest) >= 50:
@@ -114,12 +120,37 @@ def bm25_negatives(pairs) -> list[str]:
   return [pairs[j][1] for j in scores.argmax(1)]
 
 
-def embedding_ranks(model_dir: str, pool, max_length: int) -> np.ndarray:
+def passages(body: str, chars: int) -> list[str]:
+  """The body's sentences in consecutive runs of about `chars` characters (a longer
+  sentence alone); the whole body when chars is 0."""
+  if not chars:
+    return [body]
+  out = [""]
+  for sentence in split_sentences(body):
+    if out[-1] and len(out[-1]) + len(sentence) > chars:
+      out.append("")
+    out[-1] += sentence
+  return out
+
+
+def embedding_ranks(model_dir: str, pool, max_length: int,
+                    passage_chars: int = 0) -> dict[str, np.ndarray]:
+  """{"ranks": each headline's body's rank by cosine, the body cut to its first
+  max_length tokens}; with `passage_chars` also "maxp_ranks": a body scores its best
+  passage (MaxP, Dai & Callan 2019), so the text past the cut counts too."""
   model, params, tok = pretrained_lib.from_pretrained(model_dir)
   embed = lambda texts: encode_lib.encode(model, params, tok, texts, pooling="mean",
                                           max_length=max_length, progress=False)
   queries = embed([h for h, _ in pool])
-  return similarity.ranks(queries @ embed([b for _, b in pool]).T)
+  out = {"ranks": similarity.ranks(queries @ embed([b for _, b in pool]).T)}
+  if passage_chars:
+    pieces = [passages(b, passage_chars) for _, b in pool]
+    scores = queries @ embed([p for ps in pieces for p in ps]).T  # [queries, passages]
+    owner = np.repeat(np.arange(len(pool)), [len(ps) for ps in pieces])
+    best = np.full((len(pool), len(pool)), -np.inf, np.float32)  # [queries, bodies]
+    np.maximum.at(best.T, owner, scores.T)
+    out["maxp_ranks"] = similarity.ranks(best)
+  return out
 
 
 def write_rows(path: str, rows: list[dict]) -> str:
@@ -165,6 +196,8 @@ def _check(parser, args) -> None:
     parser.error(f"--systems: unknown {unknown}; choose from {list(FINE_TUNED)}")
   if args.ict_leads < 0:
     parser.error(f"--ict_leads={args.ict_leads}: 0 (every sentence) or more")
+  if args.passage_chars < 0:
+    parser.error(f"--passage_chars={args.passage_chars}: 0 (off) or more")
   if args.ict_epochs < 1:
     parser.error(f"--ict_epochs={args.ict_epochs}: at least 1")
   try:
@@ -185,6 +218,9 @@ def main():
   parser.add_argument("--min_headline", type=int, default=5)
   parser.add_argument("--min_body", type=int, default=50)
   parser.add_argument("--max_length", type=int, default=128)
+  parser.add_argument("--passage_chars", type=int, default=0,
+                      help="also score each body by its best passage of about N "
+                      "characters (MaxP; reported as 'maxp'); 0: off")
   parser.add_argument("--finetune", action="append", default=[], metavar="KEY=VALUE",
                       help="a field of configs/finetune.py:similarity, e.g. "
                       "train.epochs=20 (repeatable)")
@@ -222,8 +258,8 @@ def main():
   systems["bm25_char_bigrams"] = {"ranks": similarity.ranks(bm25_scores(pool)),
                                   "seconds": round(time.time() - start, 1)}
   start = time.time()
-  systems["pretrained_mean"] = {"ranks": embedding_ranks(pretrained, pool,
-                                                         args.max_length),
+  systems["pretrained_mean"] = {**embedding_ranks(pretrained, pool, args.max_length,
+                                                  args.passage_chars),
                                 "seconds": round(time.time() - start, 1)}
   dev_bodies = {b for _, b in dev}
   runs = {  # name: (its training rows, made only if it runs; its config overrides)
@@ -246,10 +282,13 @@ def main():
       continue
     workdir = os.path.join(args.workdir, name)
     info = fine_tune(pretrained, rows(), dev_file, workdir, args, overrides)
-    systems[name] = {"ranks": embedding_ranks(workdir, pool, args.max_length), **info}
+    systems[name] = {**embedding_ranks(workdir, pool, args.max_length,
+                                       args.passage_chars), **info}
   for name, system in systems.items():
-    ranks = system.pop("ranks")
+    ranks, maxp = system.pop("ranks"), system.pop("maxp_ranks", None)
     out[name] = {**similarity.retrieval_metrics(ranks), **system}
+    if maxp is not None:
+      out[name]["maxp"] = similarity.retrieval_metrics(maxp)
   print(json.dumps(out, ensure_ascii=False))
 
 

@@ -290,6 +290,17 @@ def test_whole_word_shards_and_worker_count_do_not_change_output(tmp_path, tiny_
       pos += len(w)
 
 
+def test_a_file_that_is_all_held_out_says_so(tmp_path, tiny_config):
+  # One review a line and no blank line: one document, which evaluation takes.
+  (tmp_path / "in.txt").write_text("这个很好用。\n质量太差了。\n" * 20, encoding="utf-8")
+  config = tiny_config.copy_and_resolve_references()
+  config.data.update(input=str(tmp_path / "in.txt"), num_shards=1, num_streams=1)
+  config.model.vocab_size = 100
+  with pytest.raises(InputError, match=r"all 1 documents of .*in.txt were held out for "
+                                       r"evaluation \(data.eval_documents=100\).*blank lines"):
+    prepare.run(config, str(tmp_path / "work"))
+
+
 def test_unknown_objective_is_an_error(tmp_path, tiny_config):
   with pytest.raises(InputError, match="data.objective='mlm'"):
     prepare.run(_config(tiny_config, objective="mlm"), str(tmp_path))

@@ -539,11 +539,14 @@ def _prepare(config, workdir: str, out_dir: str, job: Job, meetings: Meetings) -
       {"counts": counts, "records": bucket_records, "bytes": bucket_bytes}))]
   counts = sum((collections.Counter(r["counts"]) for r in reports), collections.Counter())
   if not counts["documents"]:
-    if held_out:  # a one-document text file (one review a line, no blank lines)
+    # "No text" would be false here: lines without a blank one between them are one
+    # document, and evaluation holds out the first documents.
+    if held_out:
       raise InputError(
-          f"all {len(held_out)} documents of {d.input} were held out for evaluation "
-          f"(data.eval_documents={d.eval_documents}), none is left to train on: a "
-          f"text file's documents are separated by blank lines")
+          f"{d.input or 'the embedded corpus'} has {len(held_out)} document(s), all "
+          f"held out for evaluation (data.eval_documents={d.eval_documents}): none is "
+          f"left to train on. Lower data.eval_documents, or separate a text file's "
+          f"documents by blank lines")
     raise InputError(f"no text found in {d.input or 'the embedded corpus'}")
   if counts["rows"] < d.num_shards:
     raise InputError(f"only {counts['rows']} rows for {d.num_shards} shards")

@@ -478,6 +478,7 @@ def run(config, workdir: str, overwrite: bool = False, job: Job | None = None) -
 def _prepare(config, workdir: str, out_dir: str, job: Job, meetings: Meetings) -> dict:
   start = time.time()
   d = config.data
+  source = d.input or "the embedded corpus"  # for messages
   lead = job.index == 0
 
   def documents(counts, segmented=False):
@@ -492,7 +493,7 @@ def _prepare(config, workdir: str, out_dir: str, job: Job, meetings: Meetings) -
     sample = _sample((corpus.text(s) for doc in documents(counts) for s in doc),
                      d.tokenizer_sentences, config.train.seed)
     if not any(s.strip() for s in sample):
-      raise InputError(f"no text found in {d.input or 'the embedded corpus'}" + (
+      raise InputError(f"no text found in {source}" + (
           f": {len(counts.skipped_files)} binary file(s) skipped"
           if counts.skipped_files else ""))
     return sample
@@ -543,11 +544,11 @@ def _prepare(config, workdir: str, out_dir: str, job: Job, meetings: Meetings) -
     # document, and evaluation holds out the first documents.
     if held_out:
       raise InputError(
-          f"{d.input or 'the embedded corpus'} has {len(held_out)} document(s), all "
+          f"{source} has {len(held_out)} document(s), all "
           f"held out for evaluation (data.eval_documents={d.eval_documents}): none is "
           f"left to train on. Lower data.eval_documents, or separate a text file's "
           f"documents by blank lines")
-    raise InputError(f"no text found in {d.input or 'the embedded corpus'}")
+    raise InputError(f"no text found in {source}")
   if counts["rows"] < d.num_shards:
     raise InputError(f"only {counts['rows']} rows for {d.num_shards} shards")
 

@@ -76,19 +76,12 @@ def articles(texts, min_headline: int, min_body: int) -> list[tuple[str, str] | 
           else None for first, body in texts]
 
 
-def split_sentences(body: str) -> list[str]:
-  """A body's sentences, a run of full stops ending one ("？！"). Not
-  corpus.split_sentences, which makes the "！" of "？！" a sentence of its own (8 of
-  the corpus's 3,260 bodies have one)."""
-  return re.findall(r"[^。！？]+[。！？]*", body)
-
-
 def ict_pairs(bodies: list[str], leads: int) -> list[tuple[str, str]]:
   """Inverse-cloze pairs (Lee et al. 2019): each of a body's first `leads` sentences
   (0: all of them) is a query for the rest of its body."""
   out = []
   for body in bodies:
-    sentences = split_sentences(body)
+    sentences = corpus.split_sentences(body)
     for i, sentence in enumerate(sentences[:leads or None]):
       rest = "".join(sentences[:i] + sentences[i + 1:])
       if 10 <= len(sentence) <= 120 and len(rest) >= 50:
@@ -127,7 +120,7 @@ def passages(body: str, chars: int) -> list[str]:
   """The body's sentences in consecutive runs of about `chars` characters (a longer
   sentence alone)."""
   out = [""]
-  for sentence in split_sentences(body):
+  for sentence in corpus.split_sentences(body):
     if out[-1] and len(out[-1]) + len(sentence) > chars:
       out.append("")
     out[-1] += sentence

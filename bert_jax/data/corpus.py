@@ -39,8 +39,13 @@ Document = list[Sentence]
 TFDS_PREFIX = "tfds:"
 EMBEDDED = "embedded"
 # Sentence ends: CJK full stops always; ASCII ones only before whitespace so that
-# "3.14" and "U.S." inside a sentence are not split.
-_SENTENCE_END = re.compile(r"(?<=[。！？])|(?<=[.!?])\s+")
+# "3.14" and "U.S." inside a sentence are not split. A run of stops ("？！") and a
+# closing quote or bracket after them ("。”") end the sentence they close: split on
+# their own, 1 % of the corpus's sentences were a lone "”".
+_STOPS, _CLOSERS = "。！？", "”’」』）"
+_SENTENCE_END = re.compile(
+    rf"(?:(?<=[{_STOPS}])|(?<=[{_STOPS}][{_CLOSERS}]))(?![{_STOPS}{_CLOSERS}])"
+    r"|(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+")
 # A People's Daily line ending like this is body text; other lines are headlines,
 # datelines and bylines, and a run of them starts a new article.
 _BODY_END = re.compile(r"[。！？!?”」]$")
@@ -60,13 +65,25 @@ def split_sentences(paragraph: str) -> list[str]:
   return [s.strip() for s in _SENTENCE_END.split(paragraph) if s and s.strip()]
 
 
+def sentence_ends(words: list[str]) -> list[bool]:
+  """Whether a sentence ends after each word of a segmented paragraph: after a word
+  ending in a full stop, or a closing quote after one, unless more of them follow
+  (the words of "？！" and "。”" end one sentence)."""
+  ends = []
+  for i, w in enumerate(words):
+    closes = (w[-1] in _STOPS + "!?" or
+              w[-1] in _CLOSERS and i > 0 and words[i - 1][-1] in _STOPS)
+    more = i + 1 < len(words) and words[i + 1].startswith(tuple(_STOPS + _CLOSERS))
+    ends.append(closes and not more)
+  return ends
+
+
 def split_word_sentences(words: list[str]) -> list[tuple[str, ...]]:
-  """`split_sentences` for a segmented paragraph: a sentence ends after a word
-  ending in a full stop."""
+  """`split_sentences` for a segmented paragraph."""
   out, cur = [], []
-  for w in words:
+  for w, end in zip(words, sentence_ends(words)):
     cur.append(w)
-    if w[-1] in "。！？!?":
+    if end:
       out.append(tuple(cur))
       cur = []
   if cur:

@@ -10,7 +10,7 @@ reads them (CoNLL `token label` lines, one character a line, BIO):
   person (surname and given name are tagged apart: '江/nr  泽民/nr');
 - everything else is O.
 
-Sentences end after a word ending in a full stop, as in the pretraining corpus.
+Sentences end where the pretraining corpus's do (`corpus.sentence_ends`).
 """
 
 from typing import Iterable, Iterator
@@ -48,7 +48,8 @@ def _items(line: str) -> list[tuple[str, str]]:
 def bio_sentences(line: str) -> list[list[tuple[str, str]]]:
   """A tagged corpus line -> its sentences as (character, BIO label) lists."""
   sentences, current, previous = [], [], None
-  for text, tag in _items(line):
+  items = _items(line)
+  for (text, tag), end in zip(items, corpus.sentence_ends([t for t, _ in items])):
     kind = TYPES.get(tag)
     continues = kind == "PER" and previous == "PER"
     for i, char in enumerate(text):
@@ -57,7 +58,7 @@ def bio_sentences(line: str) -> list[list[tuple[str, str]]]:
       else:
         current.append((char, f"{'I' if i or continues else 'B'}-{kind}"))
     previous = kind
-    if text[-1] in "。！？!?":
+    if end:
       sentences.append(current)
       current, previous = [], None
   if current:

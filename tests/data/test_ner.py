@@ -24,11 +24,15 @@ def test_persons_places_organisations_and_compounds_by_hand():
   line = "兰/nr  红光/nr  摄/Vg  和/c  江/nr  [国家/n  主席/n]n"
   assert [t for s in ner.bio_sentences(line) for _, t in s] == [
       "B-PER", "I-PER", "I-PER", "O", "O", "B-PER", "O", "O", "O", "O"]
+  # A closing quote and a run of stops stay with the sentence they end.
+  line = "“/w  好/a  。/w  ”/w  是/v  吗/y  ？/w  ！/w  对/a"
+  assert [len(s) for s in ner.bio_sentences(line)] == [4, 4, 1]
 
 
 def test_articles_match_the_pretraining_documents():
   bio = next(ner.documents(0, 1))
   text = next(corpus.peoples_daily_documents())
   assert "".join(c for s in bio for c, _ in s) == "".join(text)
+  assert [len(s) for s in bio] == [len(s) for s in text]  # the same sentences
   assert any(t == "B-PER" for s in bio for _, t in s)
   assert sum(1 for _ in ner.documents(3, 5)) == 2

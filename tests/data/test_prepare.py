@@ -31,6 +31,18 @@ def test_split_sentences_keeps_decimal_points():
       "增长3.5%。", "明年更好！", "Is it?", "Yes."]
 
 
+def test_split_sentences_keeps_runs_of_stops_and_closing_quotes():
+  # Split after each stop, 1 % of the corpus's sentences were a lone "”".
+  assert corpus.split_sentences("他说：“要努力。”他走了。真的吗？！『是。』好") == [
+      "他说：“要努力。”", "他走了。", "真的吗？！", "『是。』", "好"]
+  assert corpus.split_sentences('He said "Go." Then left.') == [
+      'He said "Go."', "Then left."]
+  # The same ends for a segmented paragraph; a quote opened mid-sentence is no end.
+  words = ["说", "：", "“", "好", "。", "”", "“", "对", "”", "吗", "？", "！", "是"]
+  assert corpus.split_word_sentences(words) == [
+      ("说", "：", "“", "好", "。", "”"), ("“", "对", "”", "吗", "？", "！"), ("是",)]
+
+
 def test_read_documents_blank_line_separates(tmp_path):
   (tmp_path / "a.txt").write_text("p1 s1. p1 s2.\np2\n\nd2 p1\n", encoding="utf-8")
   docs = list(corpus.read_documents(str(tmp_path / "*.txt")))

@@ -32,7 +32,6 @@ import argparse
 import collections
 import json
 import os
-import re
 import time
 
 import numpy as np
@@ -74,6 +73,21 @@ def articles(texts, min_headline: int, min_body: int) -> list[tuple[str, str] | 
   does not take part."""
   return [(first, body) if is_headline(first, min_headline) and len(body) >= min_body
           else None for first, body in texts]
+
+
+def split(texts, held_out: int, dev: int, min_headline: int, min_body: int):
+  """(pool, train, dev, ict_bodies) of `texts` (first_lines_and_bodies): the test
+  pool is the headline-body pairs of the first HELD_OUT articles (those held out of
+  pretraining), dev the last DEV pairs of the others and train the rest;
+  ict_bodies are the bodies of every other article with or without a headline,
+  dev's left out, for inverse-cloze pairs."""
+  every = articles(texts, min_headline, min_body)
+  pool = unique_headlines(every[:held_out])
+  rest = unique_headlines(every[held_out:])
+  train, dev_pairs = rest[:-dev], rest[-dev:]
+  dev_bodies = {b for _, b in dev_pairs}
+  ict_bodies = [b for _, b in texts[held_out:] if b not in dev_bodies]
+  return pool, train, dev_pairs, ict_bodies
 
 
 def ict_pairs(bodies: list[str], leads: int) -> list[tuple[str, str]]:
@@ -236,11 +250,8 @@ def main():
   with open(os.path.join(pretrained, "config.json")) as f:
     held_out = json.load(f)["data"]["eval_documents"]
 
-  texts = first_lines_and_bodies()
-  every = articles(texts, args.min_headline, args.min_body)
-  pool = unique_headlines(every[:held_out])
-  rest = unique_headlines(every[held_out:])
-  train, dev = rest[:-args.dev], rest[-args.dev:]
+  pool, train, dev, ict_bodies = split(first_lines_and_bodies(), held_out, args.dev,
+                                       args.min_headline, args.min_body)
   out.update({"pretrained": pretrained, "held_out_articles": held_out,
               "pool": len(pool), "train_pairs": len(train), "dev_pairs": len(dev)})
   dev_file = write_rows(os.path.join(args.workdir, "dev.jsonl"),
@@ -254,7 +265,6 @@ def main():
   systems["pretrained_mean"] = {**embedding_ranks(pretrained, pool, args.max_length,
                                                   args.passage_chars),
                                 "seconds": round(time.time() - start, 1)}
-  dev_bodies = {b for _, b in dev}
   runs = {  # name: (its training rows, made only if it runs; its config overrides)
       # Unsupervised SimCSE: every training headline and body on its own.
       "simcse": (lambda: [{"text": t} for pair in train for t in pair], []),
@@ -265,8 +275,8 @@ def main():
       # Headline pairs and inverse-cloze pairs of every training article (with a
       # headline or not; not the pool's or dev's): 20 times the rows, so fewer epochs.
       "contrastive_pairs_ict": (lambda: [
-          {"text": h, "text_pair": b} for h, b in train + ict_pairs(
-              [b for _, b in texts[held_out:] if b not in dev_bodies], args.ict_leads)],
+          {"text": h, "text_pair": b}
+          for h, b in train + ict_pairs(ict_bodies, args.ict_leads)],
                                 [f"train.epochs={args.ict_epochs}"]),
   }
   assert tuple(runs) == FINE_TUNED

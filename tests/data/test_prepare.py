@@ -32,7 +32,7 @@ def test_split_sentences_keeps_decimal_points():
 
 
 def test_split_sentences_keeps_runs_of_stops_and_closing_quotes():
-  # Split after each stop, 1 % of the corpus's sentences were a lone "”".
+  # A split after every stop made a lone "”" of 1 % of the corpus's sentences.
   assert corpus.split_sentences("他说：“要努力。”他走了。真的吗？！『是。』好") == [
       "他说：“要努力。”", "他走了。", "真的吗？！", "『是。』", "好"]
   assert corpus.split_sentences('He said "Go." Then left.') == [

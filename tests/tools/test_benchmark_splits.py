@@ -64,7 +64,7 @@ def test_ner_test_sentences_come_from_the_held_out_articles(tmp_path, train_on):
   test_articles = articles[:6] if train_on == "pretraining" else articles[4:6]
   assert [text(s) for s in test] == [
       text(s) for d in test_articles for s in d if len(s) > 1][:100]
-  assert len(train) == 300 if train_on == "pretraining" else 0 < len(train) < 300
+  assert (len(train) == 300) if train_on == "pretraining" else (0 < len(train) < 300)
   train_text = {text(s) for s in train}
   assert not train_text & {text(s) for s in test}
   if train_on == "pretraining":  # the articles after the held-out ones

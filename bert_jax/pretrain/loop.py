@@ -88,16 +88,16 @@ def _init_from(config, target, s: setup_lib.Setup) -> state_lib.TrainState:
   path = config.init_from
   if config.init_from_optimizer and epath.Path(
       os.path.join(path, checkpoints.CONFIG_FILE)).exists():
-    source = checkpoints.manager(path, async_save=False)
-    step = source.latest_step()
-    if step is not None and source.item_metadata(step).get("opt_state") is not None:
-      state, _ = checkpoints.restore(source, step, target)
-      source.close()
+    with checkpoints.manager(path, async_save=False) as source:
+      step = source.latest_step()
+      has_opt_state = (step is not None and
+                       source.item_metadata(step).get("opt_state") is not None)
+      state = checkpoints.restore(source, step, target)[0] if has_opt_state else None
+    if has_opt_state:
       log.info("initialising params and optimizer state from %s (step %d); the "
                "learning-rate schedule starts again", path, step)
       return state.replace(step=jax.numpy.zeros((), jax.numpy.int32),
                            opt_state=optimizer.restart_schedule(state.opt_state))
-    source.close()
   params = pretrained.from_pretrained(path).params
   # Scanned and unscanned layer layouts convert into each other.
   if "layers" in s.abstract.params and "layers" not in params:

@@ -219,27 +219,27 @@ def restore_encoder(workdir: str, cfg: model_lib.BertConfig, step: int | None = 
 def _restore_on_first_device(workdir: str, model, step: int | None) -> dict:
   """`model`'s params from WORKDIR's checkpoint (latest or `step`); the checkpoint
   may hold more top-level groups (a task head), which are skipped."""
-  mngr = manager(workdir, async_save=False)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-      model_lib.abstract_params(model))
-  names = list(target)
-  with _reading(mngr.directory, step):
-    saved = mngr.item_metadata(step)["params"].tree
-    check_shapes(shapes({k: saved[k] for k in target if k in saved}), shapes(target),
-                 f"the model of the checkpoint at step {step} in {mngr.directory}")
-    # The rest too (Orbax restores whole trees; a head is small), dropped below.
-    rest = {k: jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), v)
-            for k, v in saved.items() if k not in target}
-    target = {**rest, **target}
-    params = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(target)))["params"]
-  mngr.close()
+  # Closed on every way out, a damaged checkpoint's InputError included.
+  with manager(workdir, async_save=False) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        model_lib.abstract_params(model))
+    names = list(target)
+    with _reading(mngr.directory, step):
+      saved = mngr.item_metadata(step)["params"].tree
+      check_shapes(shapes({k: saved[k] for k in target if k in saved}), shapes(target),
+                   f"the model of the checkpoint at step {step} in {mngr.directory}")
+      # The rest too (Orbax restores whole trees; a head is small), dropped below.
+      rest = {k: jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), v)
+              for k, v in saved.items() if k not in target}
+      target = {**rest, **target}
+      params = mngr.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(target)))["params"]
   return {k: params[k] for k in names}
 
 
@@ -248,7 +248,5 @@ def latest_step(workdir: str) -> int | None:
   checkpoints/ directory is made)."""
   if not has_checkpoint(workdir):
     return None
-  mngr = manager(workdir, async_save=False)
-  step = mngr.latest_step()
-  mngr.close()
-  return step
+  with manager(workdir, async_save=False) as mngr:
+    return mngr.latest_step()

@@ -90,14 +90,12 @@ def _init_from(config, target, s: setup_lib.Setup) -> state_lib.TrainState:
       os.path.join(path, checkpoints.CONFIG_FILE)).exists():
     with checkpoints.manager(path, async_save=False) as source:
       step = source.latest_step()
-      has_opt_state = (step is not None and
-                       source.item_metadata(step).get("opt_state") is not None)
-      state = checkpoints.restore(source, step, target)[0] if has_opt_state else None
-    if has_opt_state:
-      log.info("initialising params and optimizer state from %s (step %d); the "
-               "learning-rate schedule starts again", path, step)
-      return state.replace(step=jax.numpy.zeros((), jax.numpy.int32),
-                           opt_state=optimizer.restart_schedule(state.opt_state))
+      if step is not None and source.item_metadata(step).get("opt_state") is not None:
+        state, _ = checkpoints.restore(source, step, target)
+        log.info("initialising params and optimizer state from %s (step %d); the "
+                 "learning-rate schedule starts again", path, step)
+        return state.replace(step=jax.numpy.zeros((), jax.numpy.int32),
+                             opt_state=optimizer.restart_schedule(state.opt_state))
   params = pretrained.from_pretrained(path).params
   # Scanned and unscanned layer layouts convert into each other.
   if "layers" in s.abstract.params and "layers" not in params:

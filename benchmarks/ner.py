@@ -53,9 +53,10 @@ def crf_f1(train, test) -> dict:
 
 
 def fine_tune(pretrained, train_file, test_file, workdir, init_encoder,
-              learning_rate: float = 0.0) -> dict:
+              learning_rate: float = 0.0, crf: bool = False) -> dict:
   c = finetune_configs.get_config("tagging")  # its defaults, by model size
   c.init_from, c.init_encoder = pretrained, init_encoder
+  c.tagging.crf = crf
   c.optimizer.learning_rate = learning_rate  # 0: by model size
   c.train_file, c.eval_file = train_file, test_file
   start = time.time()
@@ -106,16 +107,25 @@ def main():
   parser.add_argument("--max_test", type=int, default=2000)
   parser.add_argument("--train_on", choices=("pretraining", "held_out"),
                       default="pretraining")
+  parser.add_argument("--crf", action="store_true",
+                      help="fine-tune with tagging.crf (BERT-CRF)")
+  parser.add_argument("--systems", default="crf,pretrained,scratch",
+                      help="which of crf (the sklearn-crfsuite baseline), pretrained "
+                           "and scratch to run")
   args = parser.parse_args()
   files, train, test, held_out = split_files(args.pretrained, args.workdir,
                                              args.max_train, args.max_test,
                                              args.train_on)
+  systems = args.systems.split(",")
   out = {"what": "ner", "held_out_articles": held_out, "train_on": args.train_on,
-         "train_sentences": len(train),
-         "test_sentences": len(test), "crf": crf_f1(train, test)}
+         "train_sentences": len(train), "test_sentences": len(test),
+         "tagging_crf": args.crf}
+  if "crf" in systems:
+    out["crf"] = crf_f1(train, test)
   for name, init in (("pretrained", True), ("scratch", False)):
-    out[name] = fine_tune(args.pretrained, files["train"], files["test"],
-                          os.path.join(args.workdir, name), init)
+    if name in systems:
+      out[name] = fine_tune(args.pretrained, files["train"], files["test"],
+                            os.path.join(args.workdir, name), init, crf=args.crf)
   print(json.dumps(out))
 
 

@@ -86,6 +86,14 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
   # Log training metrics every N steps.
   c.train.log_every = 50
 
+  if arg == "tagging":
+    c.tagging = ml_collections.ConfigDict()
+    # A linear-chain CRF over the per-token head (BERT-CRF): learned start and
+    # transition scores, trained by the sequence's log-likelihood and decoded by
+    # Viterbi with them. False: per-token cross-entropy, decoded by Viterbi over
+    # BIO's allowed transitions alone. Task distillation needs False.
+    c.tagging.crf = False
+
   if arg == "similarity":
     c.similarity = ml_collections.ConfigDict()
     # Sentence embedding: "mean" over the text's tokens or the final "cls" state

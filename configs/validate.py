@@ -158,6 +158,9 @@ def _distill(c):
   if "task" in c:
     yield (c.task in DISTILL_TASKS, f"task={c.task!r}: task distillation runs "
            f"{', '.join(DISTILL_TASKS)} (soft targets per row or per token)")
+    if "tagging" in c:
+      yield (not c.tagging.crf, "tagging.crf: task distillation matches per-token tag "
+             "distributions, which a CRF's potentials are not")
   yield d.temperature > 0, f"distill.temperature={d.temperature} must be above 0"
   weights = [k for k in ("kl_weight", "hard_weight", "hidden_weight", "attention_weight")
              if k in d]

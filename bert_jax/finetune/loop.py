@@ -9,7 +9,7 @@ on a new file -> one JSON line per example.
 The step, mesh and shardings are the shared runtime's (bert_jax.runtime.setup); the
 task brings its loss. A task (classification, tagging, qa, similarity) is a module
 with read / label_list / num_outputs / featurize / loss / evaluate / predictions,
-PER_TOKEN and BEST_METRIC; optionally make_model(cfg, config) (default: the encoder
+PER_TOKEN and BEST_METRIC; optionally make_model(cfg, labels, config) (default: the encoder
 plus a linear head), make_loss(config) (default: its `loss`) and check_eval(examples).
 """
 
@@ -119,7 +119,7 @@ def make_model(task, cfg: model_lib.BertConfig, labels, config):
   cfg = dataclasses.replace(cfg, hidden_dropout=config.dropout,
                             attention_dropout=config.dropout)
   if hasattr(task, "make_model"):
-    return task.make_model(cfg, config)
+    return task.make_model(cfg, labels, config)
   return task_model.BertWithHead(cfg, num_outputs=task.num_outputs(labels),
                                  per_token=task.PER_TOKEN)
 
@@ -158,6 +158,9 @@ def load_teacher(config, cfg: model_lib.BertConfig) -> distill_task.Teacher | No
   if task is not TASKS[config.task]:
     raise InputError(f"teacher={path} was fine-tuned for {task.__name__.split('.')[-1]}, "
                      f"not task={config.task}")
+  if isinstance(s.model, task_model.BertCRFTagger):
+    raise InputError(f"teacher={path} is a CRF tagger (tagging.crf): task distillation "
+                     "matches per-token tag distributions, which a CRF's potentials are not")
   distill_teacher.check_vocabulary(s.model.cfg, tok, cfg.vocab_size, config.init_from,
                                    path)
   model = distill_teacher.frozen_model(s.model, config.distill.teacher_dtype

@@ -9,8 +9,10 @@ task and its labels; the tokenizer goes beside them (OUTPUT/tokenizer/), where
 `tokenizer.find` looks.
 
 What is exported: a fine-tuned workdir's task model (its best params; output
-"logits", float32 [batch, labels] or per token [batch, seq_len, labels]; a
-similarity model's "embedding", with its pooling in the signature), or any
+"logits", float32 [batch, labels] or per token [batch, seq_len, labels]; a CRF
+tagger's "potentials" [batch, seq_len, labels + 1, labels], row 0 a tag's score as
+the first, row 1 + i after tag i; a similarity model's "embedding", with its
+pooling in the signature), or any
 other model directory's encoder (output "embedding", the L2-normalised [CLS] final
 hidden state, float32 [batch, hidden], as `encode` with pooling "cls"). The batch is
 fixed or symbolic ("b": one artifact for every batch size); seq_len is fixed.
@@ -72,8 +74,10 @@ def _task_model(workdir: str):
   name = next(k for k, v in finetune.TASKS.items() if v is task)
   source = {"workdir": os.path.abspath(workdir), "fingerprint": index.fingerprint(params)}
 
-  # A similarity model's output is its (pooled, normalised) sentence embedding.
-  output = "embedding" if name == "similarity" else "logits"
+  # A similarity model's output is its (pooled, normalised) sentence embedding; a CRF
+  # tagger's, its potentials (decoded by Viterbi, tagging.viterbi).
+  output = ("embedding" if name == "similarity" else "potentials"
+            if isinstance(s.model, task_model.BertCRFTagger) else "logits")
   pooling = getattr(s.model, "pooling", None)
 
   def forward(model, params, *inputs):

@@ -46,6 +46,31 @@ class BertWithHead(model_lib.BertEncoder):
     return self.classifier(h).astype(jnp.float32)
 
 
+class BertCRFTagger(BertWithHead):
+  """A linear-chain CRF tagger (Lample et al. 2016; BERT-CRF): the per-token head's
+  emissions plus learned start scores [T] and transition scores [prev T, cur T].
+  Returns each token's potentials, float32 [B, S, T + 1, T]: row 0 scores the token
+  as a sentence's first tag (start + emission), row 1 + i as the tag after tag i
+  (transition + emission). Positions are not tied to neighbours, so a tag's
+  predecessor may be any earlier labelled token (a word's first piece)."""
+  per_token: bool = True
+
+  def setup(self):
+    super().setup()
+    init = nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                        (None, "classes"))
+    self.crf_start = self.param("crf_start", init, (1, self.num_outputs), jnp.float32)
+    self.crf_transitions = self.param("crf_transitions", init,
+                                      (self.num_outputs, self.num_outputs), jnp.float32)
+
+  def __call__(self, input_ids, token_type_ids=None, attention_mask=None,
+               deterministic=True):
+    emissions = super().__call__(input_ids, token_type_ids, attention_mask,
+                                 deterministic)[..., None, :]  # [B, S, 1, T]
+    pairs = jnp.concatenate([self.crf_start, self.crf_transitions])  # [T + 1, T]
+    return emissions + pairs
+
+
 def pool(sequence: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
   """[..., S, H] final hidden states -> [..., H] L2-normalised float32: the [CLS]
   position's ("cls") or the mean over the tokens where `mask` is 1 ("mean")."""

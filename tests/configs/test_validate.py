@@ -127,6 +127,7 @@ DISTILL_RULES = [
     ("tiny", dict(distill__init_from_teacher=True, _init_from="x"),
      "distill.init_from_teacher and init_from both"),
     ("tagging", dict(_task="qa"), "task='qa': task distillation runs"),
+    ("tagging", dict(tagging__crf=True), "tagging.crf: task distillation matches"),
 ]
 
 

@@ -167,6 +167,50 @@ def test_fine_tuning_from_a_hugging_face_export(pretrained, tmp_path):
   assert len(rows) == 64
 
 
+def test_a_crf_tagger_learns_its_transitions(pretrained, tmp_path):
+  train = st.write_conll(tmp_path / "train.txt", st.tagging_sentences(320, 1))
+  test = st.write_conll(tmp_path / "test.txt", st.tagging_sentences(64, 2))
+  config = _config("tagging", pretrained, train, test)
+  config.tagging.crf = True
+  config.train.epochs = 3
+  results = finetune.run(config, str(tmp_path / "run"))
+  assert results["best"]["f1"] >= 0.9 and results["best"]["entities"] > 50, results
+  assert sorted(results["new_params"]) == [
+      "['classifier']['bias']", "['classifier']['kernel']", "['crf_start']",
+      "['crf_transitions']"]
+  # I-PER follows only B-PER or I-PER in the data: the CRF learned to prefer that.
+  _, labels, s, params, _, _ = finetune.restore(str(tmp_path / "run"))
+  assert isinstance(s.model, task_model.BertCRFTagger)
+  trans = np.asarray(params["crf_transitions"])
+  i_per = labels.index("I-PER")
+  assert trans[labels.index("B-PER"), i_per] > trans[labels.index("O"), i_per] + 0.05
+  rows = finetune.predict(str(tmp_path / "run"), test, str(tmp_path / "pred.jsonl"))
+  gold = st.tagging_sentences(64, 2)
+  assert sum(r["labels"] == [t for _, t in g] for r, g in zip(rows, gold)) >= 50
+
+  # Exported, it serves its potentials; decoded, they give predict's tags.
+  from bert_jax.inference import export, serving  # pylint: disable=g-import-not-at-top
+  from bert_jax.finetune.tasks import tagging  # pylint: disable=g-import-not-at-top
+  signature = export.export(str(tmp_path / "run"), str(tmp_path / "served"), batch=64,
+                            seq_len=32)
+  assert signature["outputs"] == [{"name": "potentials", "shape": [64, 32, 5, 4],
+                                   "dtype": "float32"}]
+  examples = tagging.read(test)
+  arrays, starts, _ = tagging.featurize(examples, finetune.tokenizer.from_dir(
+      str(tmp_path / "run")), None, config.data)
+  served = serving.load(str(tmp_path / "served"))(
+      arrays["input_ids"], arrays["token_type_ids"], arrays["attention_mask"])
+  assert [r["labels"] for r in tagging.predictions(
+      examples, starts, served["potentials"], labels, None)] == [r["labels"] for r in rows]
+  # Task distillation has no per-token distributions to match.
+  from bert_jax.configs import distill  # pylint: disable=g-import-not-at-top
+  student = distill.get_config("tagging")
+  student.init_from, student.teacher = pretrained, str(tmp_path / "run")
+  student.train_file = student.eval_file = train
+  with pytest.raises(InputError, match="is a CRF tagger"):
+    finetune.run(student, str(tmp_path / "student"))
+
+
 def _cli(*args, cwd):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   return subprocess.run([sys.executable, "-m", "bert_jax", *args], cwd=cwd, env=env,

@@ -245,6 +245,41 @@ def test_tagging_decodes_the_best_sequence_bio_allows():
       "labels"] == ["O", "B-PER", "I-PER"]
 
 
+def test_crf_decodes_and_scores_every_sequence_by_hand():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+  allowed, first = tagging.transitions(labels)
+  rng = np.random.default_rng(1)
+  # Potentials of 4 words [4, T + 1, T]: row 0 as the first tag, row 1 + i after tag i.
+  pots = rng.normal(size=(4, 6, 5))
+  score = lambda s: pots[0, 0, s[0]] + sum(pots[k, 1 + s[k - 1], s[k]]
+                                           for k in range(1, 4))
+  seqs = list(itertools.product(range(5), repeat=4))
+  legal = [s for s in seqs if first[s[0]] and all(allowed[a, b] for a, b in zip(s, s[1:]))]
+  assert tagging.viterbi(pots, allowed, first) == list(max(legal, key=score))
+  # Per-word log-probs are potentials that ignore the predecessor.
+  log_probs = np.log(rng.dirichlet(np.ones(5), size=4))
+  as_pots = np.repeat(log_probs[:, None], 6, axis=1)
+  assert tagging.viterbi(log_probs, allowed, first) == tagging.viterbi(as_pots, allowed,
+                                                                       first)
+
+  # The loss: -log P(gold) over all 5^4 sequences (unconstrained, as trained), per
+  # labelled token. Row 0's 4 words sit at positions 1, 2, 4, 5 (position 3 a
+  # continuation piece, 0 and 6 [CLS]/[SEP]); row 1 is a padding row (weight 0).
+  log_z = np.logaddexp.reduce([score(s) for s in seqs])
+  gold = (1, 2, 0, 3)
+  potentials = np.zeros((2, 7, 6, 5), np.float32)
+  potentials[0, [1, 2, 4, 5]] = pots
+  potentials[0, [0, 3, 6]] = rng.normal(size=(3, 6, 5))  # never read
+  potentials[1] = rng.normal(size=(7, 6, 5))
+  batch = {"labels": np.full((2, 7), -1), "weight": np.array([1.0, 0.0])}
+  batch["labels"][0, [1, 2, 4, 5]] = gold
+  batch["labels"][1, 1:4] = 0
+  value, metrics = tagging.crf_loss(jnp.asarray(potentials), batch)
+  np.testing.assert_allclose(value, (log_z - score(gold)) / 4, rtol=1e-5)
+  assert metrics["loss"] == value
+
+
 def test_pair_packing_cuts_the_longer_segment_first():
   ids, types, cut = task_data.join_segments(CharTokenizer(), [11] * 6, [12] * 2, 8)
   assert ids == [2, 11, 11, 11, 3, 12, 12, 3] and cut

@@ -52,8 +52,9 @@ def num_outputs(labels: list[str]) -> int:
   return 0
 
 
-def make_model(cfg, config) -> task_model.BertEmbedder:
+def make_model(cfg, labels, config) -> task_model.BertEmbedder:
   """The encoder (its dropout already the config's: SimCSE's noise) and its pooling."""
+  del labels
   return task_model.BertEmbedder(cfg, pooling=config.similarity.pooling)
 
 

@@ -9,8 +9,9 @@ on a new file -> one JSON line per example.
 The step, mesh and shardings are the shared runtime's (bert_jax.runtime.setup); the
 task brings its loss. A task (classification, tagging, qa, similarity) is a module
 with read / label_list / num_outputs / featurize / loss / evaluate / predictions,
-PER_TOKEN and BEST_METRIC; optionally make_model(cfg, labels, config) (default: the encoder
-plus a linear head), make_loss(config) (default: its `loss`) and check_eval(examples).
+PER_TOKEN and BEST_METRIC; optionally make_model(cfg, labels, config) (default: the
+encoder plus a linear head), make_loss(config) (default: its `loss`) and
+check_eval(examples).
 """
 
 import dataclasses

@@ -48,7 +48,7 @@ class BertWithHead(model_lib.BertEncoder):
 
 class BertCRFTagger(BertWithHead):
   """A linear-chain CRF tagger (Lample et al. 2016; BERT-CRF): the per-token head's
-  emissions plus learned start scores [T] and transition scores [prev T, cur T].
+  emissions plus learned start scores [1, T] and transition scores [prev T, cur T].
   Returns each token's potentials, float32 [B, S, T + 1, T]: row 0 scores the token
   as a sentence's first tag (start + emission), row 1 + i as the tag after tag i
   (transition + emission). Positions are not tied to neighbours, so a tag's

@@ -113,10 +113,13 @@ def main():
                       help="which of crf (the sklearn-crfsuite baseline), pretrained "
                            "and scratch to run")
   args = parser.parse_args()
+  systems = args.systems.split(",")
+  unknown = sorted(set(systems) - {"crf", "pretrained", "scratch"})
+  if unknown:
+    parser.error(f"--systems: unknown {', '.join(unknown)} (crf, pretrained, scratch)")
   files, train, test, held_out = split_files(args.pretrained, args.workdir,
                                              args.max_train, args.max_test,
                                              args.train_on)
-  systems = args.systems.split(",")
   out = {"what": "ner", "held_out_articles": held_out, "train_on": args.train_on,
          "train_sentences": len(train), "test_sentences": len(test),
          "tagging_crf": args.crf}

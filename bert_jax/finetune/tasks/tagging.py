@@ -178,8 +178,8 @@ def uses_crf(config) -> bool:
 def make_model(cfg, labels, config) -> task_model.BertWithHead:
   """The encoder with a per-token head; with `tagging.crf`, a CRF's too."""
   if uses_crf(config):
-    return task_model.BertCRFTagger(cfg, num_outputs=len(labels))
-  return task_model.BertWithHead(cfg, num_outputs=len(labels), per_token=True)
+    return task_model.BertCRFTagger(cfg, num_outputs=num_outputs(labels))
+  return task_model.BertWithHead(cfg, num_outputs=num_outputs(labels), per_token=PER_TOKEN)
 
 
 def make_loss(config):

@@ -124,6 +124,7 @@ def main():
   systems = (("teacher", teacher, True), ("distilled student", distilled, True),
              ("student without teacher", plain, True), ("student from scratch", plain, False))
   ner_key = f"ner_f1@{args.ner_lr:g}" if args.ner_lr else "ner_f1"
+  ner_overrides = [f"optimizer.learning_rate={args.ner_lr}"] if args.ner_lr else []
   for name, path, init in systems:
     row = rows.setdefault(name, {"system": name, "layers": bert_jax_cfg(path).num_layers,
                                  "mlm_accuracy": _last_eval(path) if init else None})
@@ -135,7 +136,7 @@ def main():
       row[ner_key] = ner_benchmark.fine_tune(
           path, ner_files["train"], ner_files["test"],
           os.path.join(w, "ft_ner", key + (f"_lr{args.ner_lr:g}" if args.ner_lr else "")),
-          init, args.ner_lr)["f1"]
+          init, overrides=ner_overrides)["f1"]
     with open(rows_file, "w") as f:  # every finished result is kept
       f.writelines(json.dumps(r) + "\n" for r in rows.values())
   speeds = _speeds({name: path for name, path, _ in systems[:3]})

@@ -26,6 +26,7 @@ from bert_jax.data import ner
 from bert_jax.finetune import loop as finetune
 from bert_jax.finetune.tasks import tagging
 from bert_jax.runtime import checkpoints
+import config_overrides  # benchmarks/, the script's own directory
 
 
 def _window_features(chars, i):
@@ -53,12 +54,12 @@ def crf_f1(train, test) -> dict:
 
 
 def fine_tune(pretrained, train_file, test_file, workdir, init_encoder,
-              learning_rate: float = 0.0, crf: bool = False) -> dict:
+              crf: bool = False, overrides: tuple[str, ...] = ()) -> dict:
   c = finetune_configs.get_config("tagging")  # its defaults, by model size
   c.init_from, c.init_encoder = pretrained, init_encoder
   c.tagging.crf = crf
-  c.optimizer.learning_rate = learning_rate  # 0: by model size
   c.train_file, c.eval_file = train_file, test_file
+  config_overrides.apply(c, list(overrides))
   start = time.time()
   results = finetune.run(c, workdir)
   return {**results["final"], "best_epoch_f1": results["best"]["f1"],
@@ -112,23 +113,31 @@ def main():
   parser.add_argument("--systems", default="crf,pretrained,scratch",
                       help="which of crf (the sklearn-crfsuite baseline), pretrained "
                            "and scratch to run")
+  parser.add_argument("--finetune", action="append", default=[], metavar="KEY=VALUE",
+                      help="a field of configs/finetune.py:tagging for both fine-tuned "
+                      "systems, e.g. train.epochs=10 (repeatable)")
   args = parser.parse_args()
   systems = args.systems.split(",")
   unknown = sorted(set(systems) - {"crf", "pretrained", "scratch"})
   if unknown:
     parser.error(f"--systems: unknown {', '.join(unknown)} (crf, pretrained, scratch)")
+  try:
+    config_overrides.apply(finetune_configs.get_config("tagging"), args.finetune)
+  except (KeyError, TypeError, ValueError) as e:
+    parser.error(f"--finetune: {e}")
   files, train, test, held_out = split_files(args.pretrained, args.workdir,
                                              args.max_train, args.max_test,
                                              args.train_on)
   out = {"what": "ner", "held_out_articles": held_out, "train_on": args.train_on,
          "train_sentences": len(train), "test_sentences": len(test),
-         "tagging_crf": args.crf}
+         "tagging_crf": args.crf, "finetune": args.finetune}
   if "crf" in systems:
     out["crf"] = crf_f1(train, test)
   for name, init in (("pretrained", True), ("scratch", False)):
     if name in systems:
       out[name] = fine_tune(args.pretrained, files["train"], files["test"],
-                            os.path.join(args.workdir, name), init, crf=args.crf)
+                            os.path.join(args.workdir, name), init, crf=args.crf,
+                            overrides=args.finetune)
   print(json.dumps(out))
 
 

@@ -71,3 +71,17 @@ def test_ner_test_sentences_come_from_the_held_out_articles(tmp_path, train_on):
     assert not train_text & held_out_text
   with open(files["test"], encoding="utf-8") as f:
     assert f.read().count("\n\n") == len(test)
+
+
+@pytest.mark.parametrize("flags", [["--systems", "crf,bert"],
+                                   ["--finetune", "train.epoch=10"],
+                                   ["--finetune", "train.epochs=ten"]])
+def test_ner_refuses_bad_flags_before_writing(tmp_path, monkeypatch, capsys, flags):
+  workdir = tmp_path / "ner"
+  monkeypatch.setattr(sys, "argv", ["ner.py", "--pretrained", str(tmp_path),
+                                    "--workdir", str(workdir), *flags])
+  with pytest.raises(SystemExit) as e:
+    ner_benchmark.main()
+  assert e.value.code == 2
+  assert "error: --" in capsys.readouterr().err
+  assert not workdir.exists()

@@ -1,7 +1,8 @@
 """The benchmark scripts' splits keep test text out of training: retrieval's pool is
 the articles held out of pretraining, its dev pairs stay out of the inverse-cloze
 rows; NER's test sentences are the held-out articles' and no training sentence
-comes from them. Headline recognition, inverse-cloze pairs and passages by hand."""
+comes from them. Headline recognition, inverse-cloze pairs and passages by hand; NER's
+bad flags refused before anything is written."""
 
 import json
 import os

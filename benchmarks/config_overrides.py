@@ -6,9 +6,10 @@ type TypeError, before anything runs on a misspelt field.
 """
 
 import ast
+from collections.abc import Sequence
 
 
-def apply(config, pairs: list[str]) -> None:
+def apply(config, pairs: Sequence[str]) -> None:
   """Sets each `group.field=value` of PAIRS on CONFIG (a `--config.` prefix, as the
   CLI spells them, is allowed)."""
   for pair in pairs:
@@ -20,3 +21,12 @@ def apply(config, pairs: list[str]) -> None:
     except (ValueError, SyntaxError):
       pass  # a plain string
     config.update_from_flattened_dict({key: value})
+
+
+def check(parser, flag: str, config, pairs: Sequence[str]) -> None:
+  """PAIRS applied to CONFIG (a throwaway copy of the one the run will build), or
+  `parser.error` naming FLAG: one line before the script pretrains or writes."""
+  try:
+    apply(config, pairs)
+  except (KeyError, TypeError, ValueError) as e:
+    parser.error(f"{flag}: {e}")

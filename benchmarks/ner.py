@@ -17,6 +17,7 @@ no article's sentences are on both sides and no test sentence was pretrained on.
 """
 
 import argparse
+from collections.abc import Sequence
 import json
 import os
 import time
@@ -54,12 +55,12 @@ def crf_f1(train, test) -> dict:
 
 
 def fine_tune(pretrained, train_file, test_file, workdir, init_encoder,
-              crf: bool = False, overrides: tuple[str, ...] = ()) -> dict:
+              crf: bool = False, overrides: Sequence[str] = ()) -> dict:
   c = finetune_configs.get_config("tagging")  # its defaults, by model size
   c.init_from, c.init_encoder = pretrained, init_encoder
   c.tagging.crf = crf
   c.train_file, c.eval_file = train_file, test_file
-  config_overrides.apply(c, list(overrides))
+  config_overrides.apply(c, overrides)
   start = time.time()
   results = finetune.run(c, workdir)
   return {**results["final"], "best_epoch_f1": results["best"]["f1"],
@@ -121,10 +122,8 @@ def main():
   unknown = sorted(set(systems) - {"crf", "pretrained", "scratch"})
   if unknown:
     parser.error(f"--systems: unknown {', '.join(unknown)} (crf, pretrained, scratch)")
-  try:
-    config_overrides.apply(finetune_configs.get_config("tagging"), args.finetune)
-  except (KeyError, TypeError, ValueError) as e:
-    parser.error(f"--finetune: {e}")
+  config_overrides.check(parser, "--finetune", finetune_configs.get_config("tagging"),
+                         args.finetune)
   files, train, test, held_out = split_files(args.pretrained, args.workdir,
                                              args.max_train, args.max_test,
                                              args.train_on)

@@ -207,10 +207,8 @@ def _check(parser, args) -> None:
     parser.error(f"--passage_chars={args.passage_chars}: 0 (off) or more")
   if args.ict_epochs < 1:
     parser.error(f"--ict_epochs={args.ict_epochs}: at least 1")
-  try:
-    config_overrides.apply(finetune_configs.get_config("similarity"), args.finetune)
-  except (KeyError, TypeError, ValueError) as e:
-    parser.error(f"--finetune: {e}")
+  config_overrides.check(parser, "--finetune", finetune_configs.get_config("similarity"),
+                         args.finetune)
 
 
 def main():

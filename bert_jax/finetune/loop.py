@@ -9,8 +9,8 @@ on a new file -> one JSON line per example.
 The step, mesh and shardings are the shared runtime's (bert_jax.runtime.setup); the
 task brings its loss. A task (classification, tagging, qa, similarity) is a module
 with read / label_list / num_outputs / featurize / loss / evaluate / predictions,
-PER_TOKEN and BEST_METRIC; optionally make_model(cfg, labels, config) (default: the
-encoder plus a linear head), make_loss(config) (default: its `loss`) and
+PER_TOKEN and BEST_METRIC; optionally make_model(cfg, labels, config) (None or
+absent: the encoder plus a linear head), make_loss(config) (default: its `loss`) and
 check_eval(examples).
 """
 
@@ -119,10 +119,11 @@ def make_model(task, cfg: model_lib.BertConfig, labels, config):
   the config's fine-tuning dropout in place of the checkpoint's."""
   cfg = dataclasses.replace(cfg, hidden_dropout=config.dropout,
                             attention_dropout=config.dropout)
-  if hasattr(task, "make_model"):
-    return task.make_model(cfg, labels, config)
-  return task_model.BertWithHead(cfg, num_outputs=task.num_outputs(labels),
-                                 per_token=task.PER_TOKEN)
+  model = task.make_model(cfg, labels, config) if hasattr(task, "make_model") else None
+  if model is None:
+    model = task_model.BertWithHead(cfg, num_outputs=task.num_outputs(labels),
+                                    per_token=task.PER_TOKEN)
+  return model
 
 
 def setup(config, model, task, num_steps: int = 1,

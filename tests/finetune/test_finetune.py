@@ -302,3 +302,6 @@ def test_fine_tuning_dropout_replaces_the_checkpoints():
     assert (model.cfg.hidden_dropout, model.cfg.attention_dropout) == (0.1, 0.1)
     config.dropout = 0.0
     assert finetune.make_model(task, cfg, ["O", "B-X"], config).cfg.hidden_dropout == 0
+  # Tagging without its CRF falls back to the loop's per-token linear head.
+  model = finetune.make_model(tagging, cfg, ["O", "B-X"], configs.get_config("tagging"))
+  assert type(model) is task_model.BertWithHead and model.per_token

@@ -175,11 +175,12 @@ def uses_crf(config) -> bool:
   return bool(config.get("tagging") and config.tagging.get("crf"))
 
 
-def make_model(cfg, labels, config) -> task_model.BertWithHead:
-  """The encoder with a per-token head; with `tagging.crf`, a CRF's too."""
+def make_model(cfg, labels, config) -> task_model.BertCRFTagger | None:
+  """With `tagging.crf`, the per-token head's CRF; otherwise None: the loop's
+  default per-token head."""
   if uses_crf(config):
     return task_model.BertCRFTagger(cfg, num_outputs=num_outputs(labels))
-  return task_model.BertWithHead(cfg, num_outputs=num_outputs(labels), per_token=PER_TOKEN)
+  return None
 
 
 def make_loss(config):

@@ -22,7 +22,9 @@ articles, its last --dev articles to choose the epoch; the pool is scored once.
 
 Encoders embed with mean pooling and see the first --max_length tokens of a body;
 BM25 indexes whole bodies; --passage_chars N also scores each body by its best
-passage of about N characters (MaxP), reported as "maxp". A hard negative is the
+passage of about N characters (MaxP), reported as "maxp"; --bm25_chars 60,180 also
+scores BM25 given only each pool body's first N characters (what an encoder's cut
+sees; 128 pieces cover about 180), reported as its "first_chars". A hard negative is the
 training body BM25 ranks highest for a headline after its own (DPR's). Inverse-cloze
 pairs (Lee et al. 2019) need no headline: a sentence of a training article's body is
 the query for the rest of it.
@@ -198,13 +200,19 @@ FINE_TUNED = ("simcse", "contrastive_pairs", "contrastive_pairs_bm25_negatives",
 
 def _check(parser, args) -> None:
   """One line for a bad flag, before anything is pretrained or written."""
-  unknown = sorted(set(filter(None, args.systems.split(","))) - set(FINE_TUNED))
+  unknown = sorted(set(filter(None, args.systems.split(","))) - {*FINE_TUNED, "none"})
   if unknown:
-    parser.error(f"--systems: unknown {unknown}; choose from {list(FINE_TUNED)}")
+    parser.error(f"--systems: unknown {unknown}; choose from {[*FINE_TUNED, 'none']}")
   if args.ict_leads < 0:
     parser.error(f"--ict_leads={args.ict_leads}: 0 (every sentence) or more")
   if args.passage_chars < 0:
     parser.error(f"--passage_chars={args.passage_chars}: 0 (off) or more")
+  try:
+    args.bm25_chars = [int(n) for n in filter(None, args.bm25_chars.split(","))]
+  except ValueError:
+    parser.error(f"--bm25_chars={args.bm25_chars}: comma-separated character counts")
+  if any(n < 1 for n in args.bm25_chars):
+    parser.error(f"--bm25_chars: counts of at least 1, not {args.bm25_chars}")
   if args.ict_epochs < 1:
     parser.error(f"--ict_epochs={args.ict_epochs}: at least 1")
   config_overrides.check(parser, "--finetune", finetune_configs.get_config("similarity"),
@@ -226,6 +234,9 @@ def main():
   parser.add_argument("--passage_chars", type=int, default=0,
                       help="also score each body by its best passage of about N "
                       "characters (MaxP; reported as 'maxp'); 0: off")
+  parser.add_argument("--bm25_chars", default="",
+                      help="also BM25 over each pool body's first N characters "
+                      "(comma-separated; reported as 'first_chars')")
   parser.add_argument("--finetune", action="append", default=[], metavar="KEY=VALUE",
                       help="a field of configs/finetune.py:similarity, e.g. "
                       "train.epochs=20 (repeatable)")
@@ -234,7 +245,8 @@ def main():
                       "(0: every one)")
   parser.add_argument("--ict_epochs", type=int, default=3)
   parser.add_argument("--systems", default="", help="fine-tuned systems to run "
-                      "(comma-separated; default all)")
+                      "(comma-separated; default all; none: BM25 and the "
+                      "pretrained embeddings only)")
   args = parser.parse_args()
   _check(parser, args)
   os.makedirs(args.workdir, exist_ok=True)
@@ -259,6 +271,10 @@ def main():
   start = time.time()
   systems["bm25_char_bigrams"] = {"ranks": similarity.ranks(bm25_scores(pool)),
                                   "seconds": round(time.time() - start, 1)}
+  if args.bm25_chars:
+    systems["bm25_char_bigrams"]["first_chars"] = {
+        n: similarity.retrieval_metrics(similarity.ranks(
+            bm25_scores([(h, b[:n]) for h, b in pool]))) for n in args.bm25_chars}
   start = time.time()
   systems["pretrained_mean"] = {**embedding_ranks(pretrained, pool, args.max_length,
                                                   args.passage_chars),

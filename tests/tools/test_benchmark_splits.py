@@ -1,8 +1,8 @@
 """The benchmark scripts' splits keep test text out of training: retrieval's pool is
 the articles held out of pretraining, its dev pairs stay out of the inverse-cloze
 rows; NER's test sentences are the held-out articles' and no training sentence
-comes from them. Headline recognition, inverse-cloze pairs and passages by hand; NER's
-bad flags refused before anything is written."""
+comes from them. Headline recognition, inverse-cloze pairs and passages by hand; both
+scripts' bad flags refused before anything is written."""
 
 import json
 import os
@@ -74,15 +74,20 @@ def test_ner_test_sentences_come_from_the_held_out_articles(tmp_path, train_on):
     assert f.read().count("\n\n") == len(test)
 
 
-@pytest.mark.parametrize("flags", [["--systems", "crf,bert"],
-                                   ["--finetune", "train.epoch=10"],
-                                   ["--finetune", "train.epochs=ten"]])
-def test_ner_refuses_bad_flags_before_writing(tmp_path, monkeypatch, capsys, flags):
-  workdir = tmp_path / "ner"
-  monkeypatch.setattr(sys, "argv", ["ner.py", "--pretrained", str(tmp_path),
+@pytest.mark.parametrize("script,flags", [
+    (ner_benchmark, ["--systems", "crf,bert"]),
+    (ner_benchmark, ["--finetune", "train.epoch=10"]),
+    (ner_benchmark, ["--finetune", "train.epochs=ten"]),
+    (retrieval, ["--bm25_chars", "60,sixty"]),
+    (retrieval, ["--bm25_chars", "0"]),
+    (retrieval, ["--systems", "bm25"]),
+    (retrieval, ["--passage_chars", "-1"])])
+def test_bad_flags_are_refused_before_writing(tmp_path, monkeypatch, capsys, script, flags):
+  workdir = tmp_path / "out"
+  monkeypatch.setattr(sys, "argv", ["script.py", "--pretrained", str(tmp_path),
                                     "--workdir", str(workdir), *flags])
   with pytest.raises(SystemExit) as e:
-    ner_benchmark.main()
+    script.main()
   assert e.value.code == 2
   assert "error: --" in capsys.readouterr().err
   assert not workdir.exists()

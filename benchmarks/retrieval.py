@@ -24,8 +24,8 @@ Encoders embed with mean pooling and see the first --max_length tokens of a body
 BM25 indexes whole bodies; --passage_chars N also scores each body by its best
 passage of about N characters (MaxP), reported as "maxp"; --bm25_chars 60,180 also
 scores BM25 given only each pool body's first N characters (what an encoder's cut
-sees; 128 pieces cover about 180), reported as its "first_chars". A hard negative is the
-training body BM25 ranks highest for a headline after its own (DPR's). Inverse-cloze
+sees; 128 pieces cover about 180), reported as its "first_chars". A hard negative is
+the training body BM25 ranks highest for a headline after its own (DPR's). Inverse-cloze
 pairs (Lee et al. 2019) need no headline: a sentence of a training article's body is
 the query for the rest of it.
 """

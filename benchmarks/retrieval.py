@@ -200,9 +200,12 @@ FINE_TUNED = ("simcse", "contrastive_pairs", "contrastive_pairs_bm25_negatives",
 
 def _check(parser, args) -> None:
   """One line for a bad flag, before anything is pretrained or written."""
-  unknown = sorted(set(filter(None, args.systems.split(","))) - {*FINE_TUNED, "none"})
+  chosen = set(filter(None, args.systems.split(",")))
+  unknown = sorted(chosen - {*FINE_TUNED, "none"})
   if unknown:
     parser.error(f"--systems: unknown {unknown}; choose from {[*FINE_TUNED, 'none']}")
+  if "none" in chosen and len(chosen) > 1:
+    parser.error(f"--systems={args.systems}: none (no fine-tuning) stands alone")
   if args.ict_leads < 0:
     parser.error(f"--ict_leads={args.ict_leads}: 0 (every sentence) or more")
   if args.passage_chars < 0:

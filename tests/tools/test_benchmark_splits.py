@@ -81,6 +81,7 @@ def test_ner_test_sentences_come_from_the_held_out_articles(tmp_path, train_on):
     (retrieval, ["--bm25_chars", "60,sixty"]),
     (retrieval, ["--bm25_chars", "0"]),
     (retrieval, ["--systems", "bm25"]),
+    (retrieval, ["--systems", "none,simcse"]),
     (retrieval, ["--passage_chars", "-1"])])
 def test_bad_flags_are_refused_before_writing(tmp_path, monkeypatch, capsys, script, flags):
   workdir = tmp_path / "out"

@@ -72,6 +72,10 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-6
   # Global gradient-norm clip.
   c.optimizer.clip_norm = 1.0
+  # Layer-wise learning-rate decay (ELECTRA, BEiT): the head trains at the full rate,
+  # the pooler at this factor of it, each encoder layer at this factor of the one
+  # above, the embeddings last. 1: off (BERT's recipe).
+  c.optimizer.layer_decay = 1.0
 
   c.train = ml_collections.ConfigDict()
   # Passes over the training file; evaluation and a checkpoint after each. 0: by the

@@ -142,6 +142,8 @@ def _finetune(c):
   yield from _optimizer(c.optimizer, learning_rate_zero_ok=True)
   w = c.optimizer.warmup_fraction
   yield 0 <= w < 1, f"optimizer.warmup_fraction={w} must be in [0, 1)"
+  d = c.optimizer.layer_decay
+  yield 0 < d <= 1, f"optimizer.layer_decay={d} must be in (0, 1]"
   yield t.epochs >= 0, f"train.epochs={t.epochs} must be 0 (by model size) or more"
   yield 0 <= c.dropout < 1, f"dropout={c.dropout} must be in [0, 1)"
   for key in ("batch_size", "eval_batch_size", "log_every"):

@@ -108,6 +108,54 @@ def layerwise_trust_ratio() -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
+def _is_layer(key) -> bool:
+  """An unstacked encoder layer's name, `layer_3`."""
+  return isinstance(key, str) and key.startswith("layer_") and key[6:].isdigit()
+
+
+def _depth(path, num_layers: int):
+  """ELECTRA's depth of a parameter (Clark et al. 2020, `_get_layer_lrs`): embeddings
+  0, encoder layer i i + 1 (a stacked `layers` leaf: 1..L along axis 0), the pooler
+  L + 1, any head L + 2."""
+  keys = [getattr(k, "key", None) for k in path]
+  for key in keys:
+    if key == "embeddings":
+      return 0
+    if key == "layers":
+      return jnp.arange(1, num_layers + 1)
+    if _is_layer(key):
+      return int(key[6:]) + 1
+    if key == "pooler":
+      return num_layers + 1
+  return num_layers + 2
+
+
+def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+  """Layer-wise learning-rate decay for fine-tuning (ELECTRA; BEiT): the update of a
+  parameter at depth d (`_depth`) is scaled by decay ** (L + 2 - d), so the head
+  moves at the full rate and each layer below at `decay` times the one above; the
+  lower layers keep more of what pretraining learned. Stacked layers are scaled
+  per layer along axis 0."""
+  def num_layers(updates):
+    keys = [(getattr(k, "key", None), u.shape)
+            for p, u in jax.tree_util.tree_leaves_with_path(updates) for k in p]
+    stacked = [shape[0] for key, shape in keys if key == "layers"]
+    return stacked[0] if stacked else len({key for key, _ in keys if _is_layer(key)})
+
+  def update(updates, state, params=None):
+    del params
+    n = num_layers(updates)
+
+    def one(path, u):
+      s = decay ** (n + 2 - _depth(path, n))
+      if isinstance(s, jax.Array):  # [L]: broadcast over the stacked axis
+        s = s.reshape((-1,) + (1,) * (u.ndim - 1))
+      return u * jnp.asarray(s, u.dtype)
+    return jax.tree_util.tree_map_with_path(one, updates), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
 def make(opt_config, num_steps: int, time_budget: float = 0.0
          ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer for `opt_config` and its learning-rate schedule, for pretraining
@@ -118,7 +166,8 @@ def make(opt_config, num_steps: int, time_budget: float = 0.0
   `time_budget` in seconds, to 0 when the training time reaches it (`time_schedule`:
   the schedule then takes (count, seconds), and `update` the `train_seconds` extra
   arg). LayerNorm and biases are excluded from weight decay and from LAMB's trust
-  ratio."""
+  ratio. `layer_decay` below 1 (fine-tuning) scales each layer's rate
+  (`scale_by_layer_decay`)."""
   name = opt_config.get("name", "lamb")
   if name not in ("lamb", "adamw"):
     raise InputError(f"optimizer.name={name!r}; choose adamw or lamb")
@@ -134,12 +183,15 @@ def make(opt_config, num_steps: int, time_budget: float = 0.0
     lr = schedule(opt_config.learning_rate, warmup, num_steps, power)
     scale = optax.scale_by_learning_rate(lr)
   trust = [optax.masked(layerwise_trust_ratio(), decay_mask)] if name == "lamb" else []
+  layer_decay = opt_config.get("layer_decay", 1.0)
+  by_layer = [scale_by_layer_decay(layer_decay)] if layer_decay < 1 else []
   tx = optax.chain(
       clip_by_global_norm(opt_config.clip_norm),
       optax.scale_by_adam(b1=opt_config.b1, b2=opt_config.b2, eps=opt_config.eps),
       optax.add_decayed_weights(opt_config.weight_decay, mask=decay_mask),
       *trust,
       scale,
+      *by_layer,
   )
   return tx, lr
 

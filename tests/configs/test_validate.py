@@ -103,6 +103,7 @@ FINETUNE_RULES = [
     (("classification", dict(optimizer__learning_rate=-1.0)),
      "optimizer.learning_rate=-1.0 must be 0 (by model size) or more"),
     (("classification", dict(optimizer__warmup_fraction=1.0)), "warmup_fraction=1.0"),
+    (("classification", dict(optimizer__layer_decay=0.0)), "optimizer.layer_decay=0.0"),
     (("tagging", dict(train__epochs=-1)), "train.epochs=-1"),
     (("tagging", dict(train__batch_size=0)), "train.batch_size=0"),
     (("tagging", dict(train__eval_batch_size=0)), "train.eval_batch_size=0"),

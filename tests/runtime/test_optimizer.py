@@ -147,3 +147,29 @@ def test_update_if_skips_and_copies_no_donated_state():
       params, state, grads, jnp.array(True)).compile().as_text()
   assert not [line for line in hlo.splitlines()
               if " copy(" in line and "f32[64,32]" in line.split("=", 1)[1][:12]]
+
+
+def test_layer_decay_scales_each_layer_as_electra_plain_and_stacked():
+  # decay 0.5, L = 2: head 1, pooler 0.5, layer_1 0.25, layer_0 0.125, embeddings
+  # 0.0625 of the update without layer decay; a stacked `layers` leaf per layer alike.
+  rng = np.random.default_rng(5)
+  draw = lambda: jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+  names = ("embeddings", "layer_0", "layer_1", "pooler", "classifier")
+  params = {k: {"kernel": draw()} for k in names}
+  grads = {k: {"kernel": draw()} for k in names}
+  expect = dict(zip(names, (0.0625, 0.125, 0.25, 0.5, 1.0)))
+  cfg = _opt_config(name="adamw", clip_norm=1.0)
+  plain, _ = optimizer.make(cfg, num_steps=10)
+  decayed, _ = optimizer.make(_opt_config(name="adamw", clip_norm=1.0, layer_decay=0.5),
+                              num_steps=10)
+  base, _ = plain.update(grads, plain.init(params), params)
+  got, _ = decayed.update(grads, decayed.init(params), params)
+  for k in names:
+    np.testing.assert_allclose(got[k]["kernel"], expect[k] * base[k]["kernel"], rtol=1e-6)
+  stack = lambda tree: {"layers": jax.tree.map(lambda *xs: jnp.stack(xs),
+                                               tree["layer_0"], tree["layer_1"]),
+                        **{k: tree[k] for k in ("embeddings", "pooler", "classifier")}}
+  got_stacked, _ = decayed.update(stack(grads), decayed.init(stack(params)), stack(params))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+               got_stacked, stack(got))
+

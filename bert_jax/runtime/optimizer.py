@@ -114,9 +114,9 @@ def _is_layer(key) -> bool:
 
 
 def _depth(path, num_layers: int):
-  """ELECTRA's depth of a parameter (Clark et al. 2020, `_get_layer_lrs`): embeddings
-  0, encoder layer i i + 1 (a stacked `layers` leaf: 1..L along axis 0), the pooler
-  L + 1, any head L + 2."""
+  """ELECTRA's depth of a parameter (Clark et al. 2020, `_get_layer_lrs`): the
+  embeddings 0, encoder layer i at i + 1 (a stacked `layers` leaf: 1..L along axis
+  0), the pooler L + 1, any head L + 2."""
   keys = [getattr(k, "key", None) for k in path]
   for key in keys:
     if key == "embeddings":

@@ -172,4 +172,3 @@ def test_layer_decay_scales_each_layer_as_electra_plain_and_stacked():
   got_stacked, _ = decayed.update(stack(grads), decayed.init(stack(params)), stack(params))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
                got_stacked, stack(got))
-

@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 # tests at a time (pytest-xdist; most are one compile-bound thread), then alone the
 # ones that wait on wall-clock limits (marked serial). worksteal: an idle worker takes
 # queued tests from the busy one, so the minute-long tests do not leave one core idle
-# at the end (539 s against 584-602 s with xdist's default scheduling).
+# at the end (539-566 s here against 584-602 s with the default scheduling).
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -n 2 --dist worksteal -m "not serial" --durations=15 tests
 	$(VENV)/bin/python -m pytest -q -m serial --durations=5 tests

@@ -206,6 +206,7 @@ def _check(parser, args) -> None:
     parser.error(f"--systems: unknown {unknown}; choose from {[*FINE_TUNED, 'none']}")
   if "none" in chosen and len(chosen) > 1:
     parser.error(f"--systems={args.systems}: none (no fine-tuning) stands alone")
+  args.systems = chosen  # parsed once, as --bm25_chars below
   if args.ict_leads < 0:
     parser.error(f"--ict_leads={args.ict_leads}: 0 (every sentence) or more")
   if args.passage_chars < 0:
@@ -298,7 +299,7 @@ def main():
   }
   assert tuple(runs) == FINE_TUNED
   for name, (rows, overrides) in runs.items():
-    if args.systems and name not in args.systems.split(","):
+    if args.systems and name not in args.systems:
       continue
     workdir = os.path.join(args.workdir, name)
     info = fine_tune(pretrained, rows(), dev_file, workdir, args, overrides)

@@ -105,7 +105,7 @@ def layerwise_trust_ratio() -> optax.GradientTransformation:
     return jax.tree.map(lambda u, p, s: jax.vmap(one)(u, p) if s else one(u, p),
                         updates, params, _stacked(params)), state
 
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+  return optax.GradientTransformation(optax.init_empty_state, update)
 
 
 def _is_layer(key) -> bool:
@@ -153,7 +153,7 @@ def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
       return u * jnp.asarray(s, u.dtype)
     return jax.tree_util.tree_map_with_path(one, updates), state
 
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+  return optax.GradientTransformation(optax.init_empty_state, update)
 
 
 def make(opt_config, num_steps: int, time_budget: float = 0.0
